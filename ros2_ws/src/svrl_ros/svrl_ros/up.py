@@ -1,0 +1,73 @@
+"""`svrl up`: start a stack profile's node graph without `ros2 launch` (pip installs, CI, laptops).
+
+Behaves like launch where it matters to an operator: every node's output is prefixed with its name,
+Ctrl-C stops all nodes with SIGINT (then SIGKILL after a grace period), and if any node exits on its
+own the others are stopped too and the command fails, so a half-running stack is never left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from svrl_ros.stack import load_profile, node_command, params_file_content
+
+STOP_GRACE_S = 10.0
+
+
+def _relay(prefix: str, stream) -> None:
+    for line in iter(stream.readline, b""):
+        sys.stdout.write(f"[{prefix}] {line.decode(errors='replace')}")
+        sys.stdout.flush()
+
+
+def run_stack(profile_name: str) -> int:
+    profile = load_profile(profile_name)
+    print(f"svrl up: profile {profile.name} ({profile.path}): {', '.join(n.name for n in profile.nodes)}")
+    stop_requested = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop_requested.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop_requested.set())
+    procs: dict[str, subprocess.Popen] = {}
+    with tempfile.TemporaryDirectory(prefix="svrl_up_") as tmp:
+        for node in profile.nodes:
+            params = Path(tmp) / f"{node.name}.yaml"
+            params.write_text(params_file_content(profile, node))
+            proc = subprocess.Popen(
+                node_command(node, params), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+            threading.Thread(target=_relay, args=(node.name, proc.stdout), daemon=True).start()
+            procs[node.name] = proc
+        exit_code = 0
+        while not stop_requested.is_set():
+            exited = {name: p.returncode for name, p in procs.items() if p.poll() is not None}
+            if exited:
+                print(f"svrl up: node(s) exited on their own: {exited}; stopping the rest", file=sys.stderr)
+                exit_code = 1
+                break
+            time.sleep(0.2)
+        _stop_all(procs)
+    return exit_code
+
+
+def _stop_all(procs: dict[str, subprocess.Popen]) -> None:
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for name, proc in procs.items():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"svrl up: {name} ignored SIGINT for {STOP_GRACE_S:.0f} s; killing it", file=sys.stderr)
+            proc.kill()
+            proc.wait()
+
+
+def handle_up(args: argparse.Namespace) -> int:
+    return run_stack(args.profile)

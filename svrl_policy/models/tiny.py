@@ -1,0 +1,157 @@
+"""The tiny VLA: ~1-5 M parameters that train on a 2-core CPU in minutes.
+
+Token sequence (all tokens attend to all others: the action block is bidirectional, as in OpenVLA-OFT's
+parallel decoding, and so is everything else since nothing here is generated autoregressively):
+
+    [cam0 patches | cam1 patches | text bytes | proprio | K*D action queries]
+      g*g each      (shared conv stem       L    1        learned, one per (k, d))
+                     + camera embedding)
+
+One forward pass gives 256 logits for each of the K*D action queries.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from svrl_policy.config import PolicyConfig
+from svrl_policy.tokenizer import ByteTokenizer
+
+
+class ConvStem(nn.Module):
+    """Image -> (S/p)^2 patch features: a 4x4/4 conv, then 2x2/2 convs until the stride is `patch`.
+
+    Cheaper and better at small objects than one big 16x16 patchify conv at this width.
+    """
+
+    def __init__(self, width: int, patch: int) -> None:
+        super().__init__()
+        n_half = int(math.log2(patch // 4))  # extra 2x2 stages
+        chans = [max(16, width >> (n_half - i)) for i in range(n_half + 1)]  # ends at width
+        layers: list[nn.Module] = [nn.Conv2d(3, chans[0], kernel_size=4, stride=4), nn.GELU()]
+        for c_in, c_out in itertools.pairwise(chans):
+            layers += [nn.Conv2d(c_in, c_out, kernel_size=2, stride=2), nn.GELU()]
+        layers[-1] = nn.Identity()  # no activation on the final features
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (N, width, S/p, S/p)
+
+
+class Attention(nn.Module):
+    def __init__(self, width: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, B: int) -> torch.Tensor:
+        # x: (B*N, C) - tokens flattened so every Linear is one GEMM with fused bias (also in ONNX).
+        # mask: (B, 1, 1, N) additive (0 attend, -1e4 padding).
+        C = x.shape[-1]
+        hd = C // self.heads
+        qkv = self.qkv(x).view(B, -1, 3, self.heads, hd).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        if torch.onnx.is_in_onnx_export():
+            # Same maths spelled out: ONNX Runtime runs this faster than the exported SDPA graph.
+            att = torch.matmul(q * hd**-0.5, k.transpose(-2, -1)) + mask  # (B, h, N, N)
+            y = torch.matmul(att.softmax(dim=-1), v)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+            )  # (B, h, N, hd)
+        return self.proj(y.transpose(1, 2).reshape(-1, C))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        hidden = int(width * mlp_ratio)
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = Attention(width, heads, dropout)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width), nn.Dropout(dropout)
+        )
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, B: int) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), mask, B)
+        return x + self.mlp(self.norm2(x))
+
+
+class TinyVLA(nn.Module):
+    def __init__(self, config: PolicyConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.width
+        n_cam, n_patch = len(config.cameras), config.num_patches_per_camera
+        self.stem = ConvStem(d, config.patch_size)
+        self.patch_pos = nn.Parameter(torch.zeros(n_patch, d))
+        self.camera_emb = nn.Parameter(torch.zeros(n_cam, d))
+        self.text_emb = nn.Embedding(ByteTokenizer.vocab_size, d)
+        self.text_pos = nn.Parameter(torch.zeros(config.max_text_len, d))
+        self.proprio_proj = nn.Linear(config.proprio_dim, d) if config.use_proprio else None
+        self.action_queries = nn.Parameter(torch.zeros(config.num_action_tokens, d))
+        self.blocks = nn.ModuleList(
+            Block(d, config.heads, config.mlp_ratio, config.dropout) for _ in range(config.depth)
+        )
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, config.num_bins)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, std=0.02)
+        for p in (self.patch_pos, self.camera_emb, self.text_pos, self.action_queries):
+            nn.init.normal_(p, std=0.02)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,  # (B, C, 3, S, S) in [-1, 1]
+        input_ids: torch.Tensor,  # (B, L) int64
+        attention_mask: torch.Tensor,  # (B, L) bool, False = padding
+        proprio: torch.Tensor | None = None,  # (B, P) normalised
+    ) -> torch.Tensor:
+        B, C = pixel_values.shape[:2]
+        L = input_ids.shape[1]
+        d = self.config.width
+        if not torch.onnx.is_in_onnx_export() and self.text_pos.shape[0] < L:
+            raise ValueError(f"prompt of {L} tokens > max_text_len {self.text_pos.shape[0]}")
+
+        img = self.stem(pixel_values.flatten(0, 1))  # (B*C, d, g, g)
+        img = img.flatten(2).transpose(1, 2) + self.patch_pos  # (B*C, P, d)
+        img = (img.reshape(B, C, -1, d) + self.camera_emb[:, None, :]).reshape(B, -1, d)  # (B, C*P, d)
+        txt = self.text_emb(input_ids) + self.text_pos[:L]  # (B, L, d)
+        parts = [img, txt]
+        if self.proprio_proj is not None:
+            assert proprio is not None, "this model was configured with proprio_dim > 0: pass proprio"
+            parts.append(self.proprio_proj(proprio).unsqueeze(1))  # (B, 1, d)
+        parts.append(self.action_queries.expand(B, -1, -1))  # (B, K*D, d)
+        x = torch.cat(parts, dim=1)  # (B, N, d)
+
+        # Key-padding mask: only text positions can be padding. Additive (B, 1, 1, N): 0 attend, -1e4 not
+        # (finite, so a fully padded row could never produce NaN; exp(-1e4) is exactly 0 in float32).
+        N = x.shape[1]
+        n_before, n_after = img.shape[1], N - img.shape[1] - L
+        pad = (~attention_mask.bool()).to(x.dtype) * -1e4  # (B, L)
+        zeros = x.new_zeros
+        mask = torch.cat([zeros(B, n_before), pad, zeros(B, n_after)], dim=1)[:, None, None, :]
+
+        x = x.reshape(B * N, d)
+        for block in self.blocks:
+            x = block(x, mask, B)
+        x = x.view(B, N, d)[:, -self.config.num_action_tokens :]  # (B, K*D, d)
+        return self.head(self.norm(x))  # (B, K*D, num_bins)

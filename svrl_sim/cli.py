@@ -1,0 +1,190 @@
+"""`svrl` subcommands owned by svrl_sim (registered from svrl_trainer.cli).
+
+    svrl sim tasks [--suite S]                      list suites, tasks and instructions
+    svrl sim show --suite S --out FILE.png          montage of every task's first frame
+    svrl sim experts [--suite S] [--per-task 20]    scripted-expert success rate per task and split
+    svrl demos --suite S --per-task N --out DIR     scripted demonstrations (LeRobotDataset v3)
+    svrl bench sim [--json]                         env-steps/s with 1 and 2 workers
+
+Handlers import mujoco (and everything heavy) when they run, never at import: `svrl --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+_SUITES = ("spatial", "object", "goal", "long", "pretrain")  # == svrl_sim.tasks.SUITES (checked by a test)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `svrl sim ...` and `svrl demos`."""
+    sim = sub.add_parser("sim", help="look at the embedded simulator: tasks, first frames, expert success")
+    sim_sub = sim.add_subparsers(dest="sim_command", metavar="<action>")
+    sim_sub.required = True
+
+    p = sim_sub.add_parser("tasks", help="list suites, tasks and their instructions")
+    p.add_argument("--suite", choices=_SUITES, help="only this suite")
+    p.set_defaults(handler=_tasks)
+
+    p = sim_sub.add_parser("show", help="PNG montage of the first frame of every task of a suite")
+    p.add_argument("--suite", required=True, choices=_SUITES)
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--split", choices=("eval", "train"), default="eval")
+    p.add_argument("--index", type=int, default=0, help="init state index (default 0)")
+    p.set_defaults(handler=_show)
+
+    p = sim_sub.add_parser("experts", help="scripted-expert success rate per task over fixed init states")
+    p.add_argument("--suite", choices=_SUITES, help="only this suite (default: all)")
+    p.add_argument("--per-task", type=int, default=20, help="init states per task and split (default 20)")
+    p.add_argument("--split", choices=("eval", "train", "both"), default="both")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler=_experts)
+
+    p = sub.add_parser("demos", help="write scripted demonstrations of a suite (LeRobotDataset v3)")
+    p.add_argument("--suite", required=True, choices=_SUITES)
+    p.add_argument("--per-task", type=int, required=True, help="successful demos per task")
+    p.add_argument("--out", required=True, help="dataset directory to create")
+    p.add_argument(
+        "--split",
+        choices=("train", "eval"),
+        default="train",
+        help="init states to record from (default train; eval states are for evaluation)",
+    )
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--action-space", choices=("ee_delta", "joint_pos"), default="ee_delta")
+    p.add_argument("--workers", type=int, default=2, help="recording processes (default 2)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+    p.set_defaults(handler=_demos)
+
+
+def register_bench(bench_sub: argparse._SubParsersAction) -> None:
+    """Add `svrl bench sim`."""
+    p = bench_sub.add_parser("sim", help="env-steps/s of the embedded simulator with 1 and 2 workers")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--steps", type=int, default=1000, help="timed steps per worker (default 1000)")
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=3, help="alternating 1/2-worker runs; best of each is kept")
+    p.set_defaults(handler=_bench)
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    from svrl_sim.tasks import SUITES, tasks_in_suite
+
+    for suite in [args.suite] if args.suite else SUITES:
+        tasks = tasks_in_suite(suite)
+        print(f"{suite} ({len(tasks)} tasks)")
+        for t in tasks:
+            print(f"  {t.name:56s} max_steps={t.max_steps:<4d} {t.instruction}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from svrl_sim.montage import suite_montage
+    from svrl_sim.rendering import ensure_gl_backend
+
+    backend = ensure_gl_backend()
+    path = suite_montage(args.suite, args.out, image_size=args.image_size, split=args.split, index=args.index)
+    print(f"wrote {path} ({args.suite}, {args.split} init state {args.index}, MUJOCO_GL={backend})")
+    return 0
+
+
+def _experts(args: argparse.Namespace) -> int:
+    from svrl_sim.expert_check import check_experts
+    from svrl_sim.tasks import all_tasks, tasks_in_suite
+
+    tasks = [t.name for t in (tasks_in_suite(args.suite) if args.suite else all_tasks())]
+    splits = ("eval", "train") if args.split == "both" else (args.split,)
+    start = time.perf_counter()
+    results = check_experts(tasks, splits=splits, per_task=args.per_task, workers=args.workers)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "task": r.task,
+                        "split": r.split,
+                        "successes": r.successes,
+                        "episodes": r.episodes,
+                        "mean_length": sum(r.lengths) / len(r.lengths),
+                        "max_length": max(r.lengths),
+                        "failed_init_states": list(r.failed_indices),
+                    }
+                    for r in results
+                ],
+                indent=1,
+            )
+        )
+    else:
+        print(f"{'task':58s} {'split':5s} {'success':>9s} {'mean len':>8s} {'max':>4s}")
+        for r in results:
+            mark = "" if r.rate >= 0.95 else "   < 95%"
+            print(
+                f"{r.task:58s} {r.split:5s} {r.successes:4d}/{r.episodes:<4d} "
+                f"{sum(r.lengths) / len(r.lengths):8.1f} {max(r.lengths):4d}{mark}"
+            )
+        print(f"({time.perf_counter() - start:.0f} s)")
+    return 0 if all(r.rate >= 0.95 for r in results) else 1
+
+
+def _demos(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from svrl_sim.demos import write_demos
+    from svrl_sim.tasks import tasks_in_suite
+
+    tasks = [t.name for t in tasks_in_suite(args.suite)]
+    start = time.perf_counter()
+    with tqdm(total=len(tasks) * args.per_task, unit="demo", desc=f"demos {args.suite}") as bar:
+
+        def tick(_task: str, ok: bool) -> None:
+            if ok:
+                bar.update(1)
+
+        summary = write_demos(
+            args.out,
+            tasks,
+            args.per_task,
+            split=args.split,
+            image_size=args.image_size,
+            action_space=args.action_space,
+            workers=args.workers,
+            overwrite=args.overwrite,
+            on_episode=tick,
+        )
+    print(
+        f"wrote {summary.episodes} demos of {len(tasks)} tasks to {summary.out} "
+        f"in {time.perf_counter() - start:.0f} s; the expert failed {len(summary.failures)} time(s)"
+        + (": " + ", ".join(f"{t}@{i}" for t, i in summary.failures) if summary.failures else "")
+    )
+    for task, got in summary.short.items():
+        print(f"warning: {task} has only {got}/{args.per_task} demos (no init states left)", file=sys.stderr)
+    return 0 if not summary.short else 1
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from svrl_sim.bench import run_benchmark
+
+    result = run_benchmark(steps=args.steps, image_size=args.image_size, repeats=args.repeats)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        m = result["machine"]
+        print(
+            f"svrl_sim @ {args.image_size}x{args.image_size}, both cameras every step, "
+            f"MUJOCO_GL={m['gl_backend']}, {m['cpu']} x{m['nproc']}"
+        )
+        print(f"  1 worker : {result['env_steps_per_s_1_worker']:.0f} env-steps/s")
+        print(
+            f"  2 workers: {result['env_steps_per_s_2_workers']:.0f} env-steps/s "
+            f"(x{result['scaling_1_to_2_workers']:.2f})"
+        )
+        print(
+            f"  physics step {result['physics_step_ms']:.3f} ms, render {result['render_ms_per_camera']:.2f} ms "
+            "per camera"
+        )
+    return 0

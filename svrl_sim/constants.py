@@ -1,0 +1,14 @@
+"""Names and sizes shared by the env, the vector env and the CLI (no heavy imports)."""
+
+from __future__ import annotations
+
+# Same values as svrl_policy.features.CAMERA_MAIN / CAMERA_WRIST (docs/contracts.md). svrl_sim does not
+# import svrl_policy, so they are spelled here once and checked against it by a test when it exists.
+CAMERA_MAIN = "main"
+CAMERA_WRIST = "wrist"
+CAMERAS: tuple[str, str] = (CAMERA_MAIN, CAMERA_WRIST)
+
+PROPRIO_DIM = 15  # joint_pos[7], gripper_opening[1], ee_pos[3], ee_quat_wxyz[4]
+ACTION_DIMS: dict[str, int] = {"ee_delta": 7, "joint_pos": 8}
+DEFAULT_IMAGE_SIZE = 128
+DEFAULT_CONTROL_HZ = 10

@@ -1,0 +1,523 @@
+"""`VectorEnv`: N `SimEnv`s in worker processes, frames through shared memory, batched chunked steps.
+
+Why processes: software rendering is CPU-bound, so one worker per core is what scales. Why shared memory:
+pickling 2 x 128 x 128 x 3 bytes per env per step through a pipe would cost more than rendering them; the
+workers render straight into shared arrays and only small replies (rewards, flags, step counts) cross the pipes.
+
+Failure model: every wait on a worker also watches its process sentinel and a timeout, so a worker that dies
+(or hangs) is noticed at once, never waited on forever. It is replaced by a fresh one; the episodes it was
+running are reported failed (`terminated=True`, reward 0, `info["worker_failed"]=True`) and a warning names the
+worker. With `auto_reset=True` those envs restart their last (task, init state) in the new worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import signal
+import traceback
+import warnings
+from collections.abc import Iterator, Sequence
+from multiprocessing.connection import Connection, wait
+from multiprocessing.shared_memory import SharedMemory
+from typing import Any
+
+import numpy as np
+
+from svrl_sim.constants import ACTION_DIMS, CAMERAS, DEFAULT_CONTROL_HZ, DEFAULT_IMAGE_SIZE, PROPRIO_DIM
+from svrl_sim.rendering import ensure_gl_backend
+from svrl_sim.tasks import InitState, Task, as_init_state, get_task, scene_init
+
+log = logging.getLogger(__name__)
+
+# Each worker is single-threaded by design: one worker per core is the parallelism.
+_WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+class WorkerFailedWarning(RuntimeWarning):
+    """A VectorEnv worker died or hung and was replaced."""
+
+
+_EXCEPTIONS: dict[str, type[Exception]] = {
+    "ValueError": ValueError,
+    "IndexError": IndexError,
+    "TypeError": TypeError,
+    "KeyError": KeyError,
+    "UnknownTaskError": KeyError,
+    "RuntimeError": RuntimeError,
+    "EpisodeNotRunningError": RuntimeError,
+}
+
+
+# ------------------------------------------------------------------------------------------------ worker side
+def _worker_main(
+    worker: int,
+    env_ids: list[int],
+    conn: Connection,
+    shm_names: dict[str, str],
+    num_envs: int,
+    config: dict[str, Any],
+) -> None:
+    """Worker process: owns the SimEnvs `env_ids` and answers commands until "close" or EOF."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business; it will close us
+    from svrl_sim.env import SimEnv
+
+    size = config["image_size"]
+    segments = {key: SharedMemory(name=name) for key, name in shm_names.items()}
+    try:
+        images = {
+            c: np.ndarray((num_envs, size, size, 3), np.uint8, segments[c].buf) for c in config["cameras"]
+        }
+        proprio = np.ndarray((num_envs, PROPRIO_DIM), np.float32, segments["proprio"].buf)
+        envs = {}
+        for i in env_ids:
+            env = SimEnv(
+                image_size=size,
+                action_space=config["action_space"],
+                control_hz=config["control_hz"],
+                cameras=tuple(config["cameras"]),
+            )
+            env.bind_image_buffers({c: images[c][i] for c in config["cameras"]})
+            envs[i] = env
+        conn.send(("ready", os.getpid()))
+        auto_reset = config["auto_reset"]
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                return
+            cmd = msg[0]
+            if cmd == "close":
+                conn.send(("ok", None))
+                return
+            try:
+                if cmd == "reset":
+                    out = []
+                    for i, task, init_state, render in msg[1]:
+                        obs, info = envs[i].reset(task, init_state, render=render)
+                        proprio[i] = obs["proprio"]
+                        out.append((i, info))
+                    conn.send(("ok", out))
+                elif cmd == "step":
+                    render = msg[2]
+                    out = []
+                    for i, actions in msg[1]:
+                        env = envs[i]
+                        obs, reward, terminated, truncated, info = env.step_chunk(actions, render=render)
+                        proprio[i] = obs["proprio"]
+                        if auto_reset and (terminated or truncated):
+                            info = dict(info, final_proprio=obs["proprio"].copy(), auto_reset=True)
+                            obs, _ = env.reset(env.task, env.init_state, render=render)
+                            proprio[i] = obs["proprio"]
+                        out.append((i, reward, terminated, truncated, info))
+                    conn.send(("ok", out))
+                else:
+                    raise ValueError(f"unknown command {cmd!r}")
+            except Exception as exc:  # report, stay alive: the parent decides
+                conn.send(("error", type(exc).__name__, str(exc), traceback.format_exc()))
+    finally:
+        for seg in segments.values():
+            seg.close()
+
+
+# ------------------------------------------------------------------------------------------------ parent side
+@contextlib.contextmanager
+def _child_environment(extra: dict[str, str]) -> Iterator[None]:
+    """Temporarily export variables so spawned children start with them (e.g. single-threaded BLAS)."""
+    saved = {k: os.environ.get(k) for k in extra}
+    for k, v in extra.items():
+        os.environ.setdefault(k, v)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class _Worker:
+    def __init__(self, index: int, env_ids: list[int]) -> None:
+        self.index = index
+        self.env_ids = env_ids
+        self.process: mp.process.BaseProcess | None = None
+        self.conn: Connection | None = None
+
+
+class VectorEnv:
+    """`num_envs` SimEnvs spread over `num_workers` processes, stepped as one batch.
+
+    Batched observations follow docs/contracts.md: {"images": {cam: uint8[N, H, W, 3]}, "proprio":
+    float32[N, 15], "instruction": list[str]} ("images" only when rendered). Arrays are copies: safe to keep.
+    """
+
+    def __init__(
+        self,
+        num_envs: int,
+        num_workers: int | None = None,
+        image_size: int = DEFAULT_IMAGE_SIZE,
+        action_space: str = "ee_delta",
+        control_hz: float = DEFAULT_CONTROL_HZ,
+        cameras: tuple[str, ...] = CAMERAS,
+        auto_reset: bool = False,
+        timeout_s: float = 120.0,
+        start_method: str = "spawn",
+        render_threads: int | None = None,
+    ) -> None:
+        """`render_threads`: rasteriser threads per worker (Mesa llvmpipe's LP_NUM_THREADS); default: the
+        machine's cores divided among the workers, so workers do not fight over cores. An LP_NUM_THREADS already
+        in the environment wins."""
+        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        if num_workers is None:
+            num_workers = min(int(num_envs), os.cpu_count() or 1)
+        if not 1 <= num_workers <= num_envs:
+            raise ValueError(f"num_workers must be in [1, num_envs={num_envs}], got {num_workers}")
+        if action_space not in ACTION_DIMS:
+            raise ValueError(f"action_space {action_space!r} is not one of {sorted(ACTION_DIMS)}")
+        if not cameras or any(c not in CAMERAS for c in cameras):
+            raise ValueError(f"cameras must be a non-empty subset of {CAMERAS}, got {cameras!r}")
+        self.num_envs = int(num_envs)
+        self.num_workers = int(num_workers)
+        self.image_size = int(image_size)
+        self.action_space = action_space
+        self.action_dim = ACTION_DIMS[action_space]
+        self.cameras = tuple(cameras)
+        self.auto_reset = bool(auto_reset)
+        self.timeout_s = float(timeout_s)
+        self.gl_backend = ensure_gl_backend()  # probe once here; children inherit MUJOCO_GL
+        self._ctx = mp.get_context(start_method)
+        if render_threads is None:
+            render_threads = max(1, (os.cpu_count() or 1) // self.num_workers)
+        self._child_env = dict(_WORKER_ENV, LP_NUM_THREADS=str(int(render_threads)))
+        self._config = {
+            "image_size": self.image_size,
+            "action_space": action_space,
+            "control_hz": control_hz,
+            "cameras": list(self.cameras),
+            "auto_reset": self.auto_reset,
+        }
+        self._closed = False
+        self._workers: list[_Worker] = []
+        self._segments: dict[str, SharedMemory] = {}
+
+        n, s = self.num_envs, self.image_size
+        try:
+            for cam in self.cameras:
+                self._segments[cam] = SharedMemory(create=True, size=n * s * s * 3)
+            self._segments["proprio"] = SharedMemory(create=True, size=n * PROPRIO_DIM * 4)
+            self._images = {
+                c: np.ndarray((n, s, s, 3), np.uint8, self._segments[c].buf) for c in self.cameras
+            }
+            self._proprio = np.ndarray((n, PROPRIO_DIM), np.float32, self._segments["proprio"].buf)
+            for c in self.cameras:
+                self._images[c][:] = 0
+            self._proprio[:] = 0
+            self._specs: list[tuple[Task, InitState] | None] = [None] * n
+            self._running = np.zeros(n, dtype=bool)
+            chunks = np.array_split(np.arange(n), self.num_workers)
+            self._workers = [_Worker(w, [int(i) for i in ids]) for w, ids in enumerate(chunks)]
+            self._owner = np.zeros(n, dtype=int)
+            for w in self._workers:
+                self._owner[w.env_ids] = w.index
+            for w in self._workers:
+                self._start(w)
+            for w in self._workers:
+                self._await_ready(w)
+        except BaseException:
+            self.close()
+            raise
+
+    # --------------------------------------------------------------------------------------------- API
+    @property
+    def worker_pids(self) -> list[int | None]:
+        return [w.process.pid if w.process is not None else None for w in self._workers]
+
+    def reset(
+        self,
+        specs: Sequence[tuple[str | Task, InitState | tuple[str, int]]],
+        env_ids: Sequence[int] | None = None,
+        render: bool = True,
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Reset env_ids (default: all) to (task, init state) pairs; returns the batched obs of ALL envs.
+
+        Names and indices are checked here, before any worker is touched."""
+        self._check_open()
+        ids = list(range(self.num_envs)) if env_ids is None else [int(i) for i in env_ids]
+        if len(specs) != len(ids):
+            raise ValueError(f"got {len(specs)} (task, init_state) pairs for {len(ids)} envs")
+        if any(not 0 <= i < self.num_envs for i in ids) or len(set(ids)) != len(ids):
+            raise ValueError(f"env_ids must be distinct indices in [0, {self.num_envs}), got {ids}")
+        resolved = []
+        for task, init_state in specs:
+            t, ref = get_task(task), as_init_state(init_state)
+            scene_init(t, ref)  # raises IndexError for a bad index, here in the parent
+            resolved.append((t, ref))
+        payload: dict[int, list] = {}
+        for i, (t, ref) in zip(ids, resolved, strict=True):
+            payload.setdefault(int(self._owner[i]), []).append((i, t.name, ref, render))
+        for i, (t, ref) in zip(ids, resolved, strict=True):
+            self._specs[i] = (t, ref)
+        replies, failed = self._roundtrip({w: ("reset", items) for w, items in payload.items()})
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        for w in list(failed):  # the replacement worker starts empty: reset the requested envs there again
+            for i in self._workers[w].env_ids:
+                if self._running[i] and i not in ids:  # an episode that was not being reset is lost
+                    infos[i] = {"worker_failed": True}
+                self._running[i] = False
+            retry, failed_again = self._roundtrip({w: ("reset", payload[w])})
+            if failed_again:
+                raise RuntimeError(f"svrl_sim worker {w} died twice while resetting; giving up")
+            replies[w] = retry[w]
+        for items in replies.values():
+            for i, info in items:
+                infos[i] = info
+                self._running[i] = True
+        return self._observation(render), infos
+
+    def step_chunk(
+        self, actions: np.ndarray, active_mask: Sequence[bool] | np.ndarray | None = None, render: bool = True
+    ) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        """Run actions[N, K, D] (each env stops early at success/time limit); render once at the end.
+
+        Inactive envs (active_mask False) are not stepped and report executed_steps 0. Returns batched obs,
+        rewards[N] (1.0 if the env succeeded during this chunk), terminated[N], truncated[N], infos[N]."""
+        self._check_open()
+        a = np.asarray(actions, dtype=np.float64)
+        if a.ndim != 3 or a.shape[0] != self.num_envs or a.shape[2] != self.action_dim or a.shape[1] < 1:
+            raise ValueError(
+                f"actions must have shape [num_envs={self.num_envs}, K, {self.action_dim}], got {tuple(a.shape)}"
+            )
+        active = np.ones(self.num_envs, bool) if active_mask is None else np.asarray(active_mask, dtype=bool)
+        if active.shape != (self.num_envs,):
+            raise ValueError(f"active_mask must have shape [{self.num_envs}], got {active.shape}")
+        bad = [i for i in np.flatnonzero(active) if not np.isfinite(a[i]).all()]
+        if bad:
+            raise ValueError(f"actions of env(s) {bad} contain NaN or inf; nothing was executed")
+        ended = [int(i) for i in np.flatnonzero(active & ~self._running)]
+        if ended:
+            raise RuntimeError(
+                f"env(s) {ended} have no running episode (never reset, or ended); reset them or leave them out "
+                "of active_mask"
+            )
+        payload: dict[int, list] = {}
+        for i in np.flatnonzero(active):
+            payload.setdefault(int(self._owner[i]), []).append((int(i), a[i]))
+        replies, failed = self._roundtrip({w: ("step", items, render) for w, items in payload.items()})
+
+        rewards = np.zeros(self.num_envs, np.float32)
+        terminated = np.zeros(self.num_envs, bool)
+        truncated = np.zeros(self.num_envs, bool)
+        infos: list[dict[str, Any]] = [
+            {"executed_steps": 0, "active": bool(active[i])} for i in range(self.num_envs)
+        ]
+        for items in replies.values():
+            for i, reward, term, trunc, info in items:
+                rewards[i], terminated[i], truncated[i] = reward, term, trunc
+                infos[i] = dict(info, active=True)
+                if (term or trunc) and not self.auto_reset:
+                    self._running[i] = False
+        for w in failed:
+            for i in self._workers[w].env_ids:
+                was_running = bool(self._running[i])
+                self._running[i] = False
+                if was_running:  # the episode was lost with the worker
+                    terminated[i], rewards[i] = True, 0.0
+                    infos[i] = {
+                        "worker_failed": True,
+                        "executed_steps": 0,
+                        "success": False,
+                        "active": bool(active[i]),
+                    }
+            if self.auto_reset:
+                self._reset_after_failure(self._workers[w], render)
+        return self._observation(render), rewards, terminated, truncated, infos
+
+    def step(
+        self, actions: np.ndarray, active_mask: Sequence[bool] | np.ndarray | None = None, render: bool = True
+    ) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        """One control step per env: actions[N, D]."""
+        a = np.asarray(actions)
+        if a.ndim != 2:
+            raise ValueError(
+                f"actions must have shape [num_envs={self.num_envs}, {self.action_dim}], got {a.shape}"
+            )
+        return self.step_chunk(a[:, None, :], active_mask, render)
+
+    def close(self) -> None:
+        """Stop every worker (politely, then by force) and free the shared memory. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for w in self._workers:
+            if w.conn is not None and w.process is not None and w.process.is_alive():
+                with contextlib.suppress(OSError, ValueError):
+                    w.conn.send(("close",))
+        for w in self._workers:
+            self._stop(w, grace_s=2.0)
+        self._images, self._proprio = {}, None  # drop views before closing the buffers
+        for seg in self._segments.values():
+            with contextlib.suppress(Exception):
+                seg.close()
+            with contextlib.suppress(FileNotFoundError):
+                seg.unlink()
+        self._segments = {}
+
+    def __enter__(self) -> VectorEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    # --------------------------------------------------------------------------------------------- internals
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this VectorEnv is closed")
+
+    def _start(self, w: _Worker) -> None:
+        parent, child = self._ctx.Pipe(duplex=True)
+        names = {k: seg.name for k, seg in self._segments.items()}
+        with _child_environment(self._child_env):
+            proc = self._ctx.Process(
+                target=_worker_main,
+                args=(w.index, w.env_ids, child, names, self.num_envs, self._config),
+                name=f"svrl-sim-worker-{w.index}",
+                daemon=True,
+            )
+            proc.start()
+        child.close()
+        w.process, w.conn = proc, parent
+
+    def _await_ready(self, w: _Worker) -> None:
+        assert w.conn is not None and w.process is not None
+        ready = wait([w.conn, w.process.sentinel], timeout=self.timeout_s)
+        if w.conn in ready:
+            try:
+                msg = w.conn.recv()
+            except (EOFError, OSError):
+                msg = None
+            if msg is not None and msg[0] == "ready":
+                return
+            if msg is not None and msg[0] == "error":
+                raise RuntimeError(f"svrl_sim worker {w.index} failed to start: {msg[2]}\n{msg[3]}")
+        code = w.process.exitcode
+        self._stop(w, grace_s=0.0)
+        raise RuntimeError(
+            f"svrl_sim worker {w.index} did not start within {self.timeout_s:.0f} s (exit code {code}); "
+            "check that MUJOCO_GL works in a subprocess (python -c 'import svrl_sim.env')"
+        )
+
+    def _stop(self, w: _Worker, grace_s: float) -> None:
+        proc = w.process
+        if proc is not None:
+            proc.join(timeout=grace_s)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=5.0)
+            with contextlib.suppress(ValueError):
+                proc.close()
+        if w.conn is not None:
+            with contextlib.suppress(OSError):
+                w.conn.close()
+        w.process, w.conn = None, None
+
+    def _replace(self, w: _Worker, reason: str) -> None:
+        pid = w.process.pid if w.process is not None else None
+        self._stop(w, grace_s=0.0)
+        message = (
+            f"svrl_sim VectorEnv worker {w.index} (pid {pid}) {reason}; restarted it. The episodes of its "
+            f"envs {w.env_ids} were lost and are reported as failed (terminated, "
+            "info['worker_failed']=True)."
+        )
+        warnings.warn(message, WorkerFailedWarning, stacklevel=4)
+        log.info(message)
+        self._start(w)
+        self._await_ready(w)
+
+    def _roundtrip(self, commands: dict[int, tuple]) -> tuple[dict[int, Any], set[int]]:
+        """Send one command per worker, collect every reply. Dead or hung workers are replaced and returned
+        in the `failed` set; a worker-side exception is re-raised here once all replies are in."""
+        failed: set[int] = set()
+        pending: dict[int, _Worker] = {}
+        for idx, cmd in commands.items():
+            w = self._workers[idx]
+            assert w.conn is not None and w.process is not None
+            if not w.process.is_alive():
+                self._replace(w, f"had died (exit code {w.process.exitcode})")
+                failed.add(idx)
+                continue
+            try:
+                w.conn.send(cmd)
+            except (BrokenPipeError, OSError):
+                self._replace(w, "could not be reached")
+                failed.add(idx)
+                continue
+            pending[idx] = w
+        replies: dict[int, Any] = {}
+        errors: list[tuple[int, tuple]] = []
+        while pending:
+            by_handle: dict[Any, int] = {}
+            for idx, w in pending.items():
+                by_handle[w.conn] = idx
+                by_handle[w.process.sentinel] = idx  # type: ignore[union-attr]
+            ready = wait(list(by_handle), timeout=self.timeout_s)
+            if not ready:  # nobody answered in time: the pending workers are hung
+                for idx, w in list(pending.items()):
+                    self._replace(w, f"did not answer within {self.timeout_s:.0f} s")
+                    failed.add(idx)
+                pending.clear()
+                break
+            for handle in ready:
+                idx = by_handle[handle]
+                if idx not in pending:
+                    continue
+                w = pending[idx]
+                msg = None
+                if handle is w.conn or w.conn.poll():  # type: ignore[union-attr]
+                    try:
+                        msg = w.conn.recv()  # type: ignore[union-attr]
+                    except (EOFError, OSError):
+                        msg = None
+                if msg is None:
+                    code = w.process.exitcode if w.process is not None else None
+                    self._replace(w, f"died (exit code {code})")
+                    failed.add(idx)
+                elif msg[0] == "ok":
+                    replies[idx] = msg[1]
+                else:
+                    errors.append((idx, msg))
+                del pending[idx]
+        if errors:
+            idx, (_, name, text, tb) = errors[0]
+            log.debug("worker %d traceback:\n%s", idx, tb)
+            raise _EXCEPTIONS.get(name, RuntimeError)(f"[svrl_sim worker {idx}] {text}")
+        return replies, failed
+
+    def _reset_after_failure(self, w: _Worker, render: bool) -> None:
+        items = [
+            (i, self._specs[i][0].name, self._specs[i][1], render)  # type: ignore[index]
+            for i in w.env_ids
+            if self._specs[i] is not None
+        ]
+        if not items:
+            return
+        _, failed = self._roundtrip({w.index: ("reset", items)})
+        if not failed:
+            for i, _, _, _ in items:
+                self._running[i] = True
+
+    def _observation(self, render: bool) -> dict[str, Any]:
+        obs: dict[str, Any] = {
+            "proprio": self._proprio.copy(),  # type: ignore[union-attr]
+            "instruction": [spec[0].instruction if spec is not None else "" for spec in self._specs],
+        }
+        if render:
+            obs["images"] = {c: self._images[c].copy() for c in self.cameras}
+        return obs

@@ -1,0 +1,1 @@
+"""svrl_trainer."""

@@ -1,0 +1,148 @@
+"""`svrl demo`: the paper's pipeline in miniature on the embedded default, end to end.
+
+    pretrain pool demos -> pretrain (base) -> 1 demo per task -> SFT -> eval -> GRPO -> eval -> ONNX export
+
+Each step is one of the public `svrl` commands, printed before it runs so that it can be rerun or
+changed by hand, and skipped when its output already exists (rerunning the demo resumes it).
+The closing table compares held-out success of the 1-demo SFT policy and after GRPO.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+console = Console()
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    out: Path
+    suite: str = "spatial"
+    pretrain_demos_per_task: int = 8
+    pretrain_steps: int = 500
+    pretrain_batch_size: int = 32
+    sft_steps: int = 300
+    grpo_steps: int = 10
+    grpo_eval_every: int = 5
+    eval_episodes_per_task: int = 20
+    image_size: int = 96
+    threads: int = os.cpu_count() or 1
+
+
+def _svrl(*args: str) -> list[str]:
+    return [sys.executable, "-m", "svrl_trainer.cli", *args]
+
+
+def _run(title: str, command: list[str], done: Path | None) -> None:
+    shown = "svrl " + " ".join(shlex.quote(a) for a in command[3:])
+    if done is not None and done.exists():
+        console.print(f"[dim]skip[/] {title}: {done} exists")
+        return
+    console.rule(f"[bold]{title}")
+    console.print(f"$ {shown}", markup=False, highlight=False)
+    started = time.monotonic()
+    subprocess.run(command, check=True)
+    console.print(f"[green]done[/] in {time.monotonic() - started:.0f} s")
+
+
+def run_demo(plan: DemoPlan) -> int:
+    out = plan.out
+    size = str(plan.image_size)
+    pool_data = out / "data" / "pretrain"
+    task_data = out / "data" / f"{plan.suite}_1demo"
+    base, sft = out / "base", out / "sft_1demo"
+    grpo_dir = out / "grpo"
+    _run("demonstrations of the pretraining pool (disjoint from the evaluation suites)",
+         _svrl("demos", "--suite", "pretrain", "--per-task", str(plan.pretrain_demos_per_task),
+               "--out", str(pool_data), "--image-size", size), pool_data / "meta" / "info.json")  # fmt: skip
+    _run("pretrain the base policy (behaviour cloning on the pool)",
+         _svrl("pretrain", "--data", str(pool_data), "--out", str(base), "--steps", str(plan.pretrain_steps),
+               "--image-size", size, "--batch-size", str(plan.pretrain_batch_size), "--preset", "tiny96" if plan.image_size == 96 else "tiny",
+               "--threads", str(plan.threads)), base / "config.json")  # fmt: skip
+    _run(f"one demonstration per {plan.suite} task (training initial states only)",
+         _svrl("demos", "--suite", plan.suite, "--per-task", "1", "--split", "train", "--out", str(task_data),
+               "--image-size", size), task_data / "meta" / "info.json")  # fmt: skip
+    _run("1-demo SFT from the base",
+         _svrl("sft", "--data", str(task_data), "--init", str(base), "--out", str(sft),
+               "--steps", str(plan.sft_steps), "--threads", str(plan.threads)), sft / "config.json")  # fmt: skip
+    _run("GRPO (SimpleVLA-RL) from the 1-demo SFT policy, evaluated on held-out initial states",
+         _svrl("train", "--config", str(Path(__file__).parent / "configs" / "tiny.yaml"),
+               "--set", f"init_checkpoint={sft}", "--set", f"out_dir={grpo_dir}",
+               "--set", f"total_steps={plan.grpo_steps}", "--set", f"env.tasks=[{plan.suite}]",
+               "--set", f"env.image_size={plan.image_size}",
+               "--set", f"eval.episodes_per_task={plan.eval_episodes_per_task}",
+               "--set", f"eval.every={plan.grpo_eval_every}", "--resume"),
+         grpo_dir / "DONE")  # fmt: skip
+    (grpo_dir / "DONE").write_text("ok\n")
+    final = _latest_policy(grpo_dir)
+    _run("export the final policy to ONNX (what the robot runs)",
+         _svrl("export", "--ckpt", str(final), "--format", "onnx"), final / "policy.onnx")  # fmt: skip
+    return _summarise(out, grpo_dir)
+
+
+def _latest_policy(grpo_dir: Path) -> Path:
+    from svrl_trainer.train import latest_checkpoint
+
+    latest = latest_checkpoint(grpo_dir)
+    if latest is None:
+        raise SystemExit(f"no complete GRPO checkpoint in {grpo_dir}")
+    return latest / "policy"
+
+
+def _summarise(out: Path, grpo_dir: Path) -> int:
+    lines = [json.loads(line) for line in (grpo_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [m for m in lines if "eval/success" in m]
+    if not evals:
+        console.print("[red]no evaluation was recorded[/]")
+        return 1
+    first, last = evals[0], evals[-1]
+    table = (
+        "| policy | held-out success |\n|---|---|\n"
+        f"| 1-demo SFT (GRPO step 0) | {100 * first['eval/success']:.1f} % |\n"
+        f"| + GRPO, step {last['step']} | {100 * last['eval/success']:.1f} % |\n"
+    )
+    (out / "summary.md").write_text(table)
+    console.rule("[bold]result")
+    console.print(table)
+    console.print(
+        f"learning curve and per-task reports: {grpo_dir}/eval_step_*/eval.png, metrics in {grpo_dir}/metrics.jsonl"
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the whole pipeline on the embedded default, end to end (resumable)")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--suite", default="spatial", choices=["spatial", "object", "goal", "long"])
+    p.add_argument("--grpo-steps", type=int, default=DemoPlan.grpo_steps)
+    p.add_argument("--pretrain-steps", type=int, default=DemoPlan.pretrain_steps)
+    p.add_argument("--pretrain-demos-per-task", type=int, default=DemoPlan.pretrain_demos_per_task)
+    p.add_argument("--sft-steps", type=int, default=DemoPlan.sft_steps)
+    p.add_argument("--eval-episodes-per-task", type=int, default=DemoPlan.eval_episodes_per_task)
+    p.add_argument("--image-size", type=int, default=DemoPlan.image_size)
+    p.set_defaults(handler=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    return run_demo(
+        DemoPlan(
+            out=args.out,
+            suite=args.suite,
+            pretrain_demos_per_task=args.pretrain_demos_per_task,
+            pretrain_steps=args.pretrain_steps,
+            sft_steps=args.sft_steps,
+            grpo_steps=args.grpo_steps,
+            eval_episodes_per_task=args.eval_episodes_per_task,
+            image_size=args.image_size,
+        )
+    )

@@ -1,0 +1,136 @@
+"""Greedy evaluation on held-out initial states, reported the way people read results.
+
+Only each task's *evaluation* initial states are used here and the trainer only ever samples
+*training* states, so a reported success rate never comes from a state the policy was trained on
+(SimpleVLA-RL trains on LIBERO's evaluation states; see their issue #34).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from svrl_trainer.atomic import write_text_atomic
+from svrl_trainer.catalog import TaskRef
+from svrl_trainer.rollout import EpisodeSpec, collect, max_chunks_for
+
+
+@dataclass
+class TaskResult:
+    task: str
+    suite: str
+    episodes: int
+    successes: int
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / max(self.episodes, 1)
+
+
+@dataclass
+class EvalReport:
+    tasks: list[TaskResult]
+    temperature: float
+
+    def suites(self) -> dict[str, float]:
+        per_suite: dict[str, list[TaskResult]] = defaultdict(list)
+        for result in self.tasks:
+            per_suite[result.suite].append(result)
+        return {
+            suite: sum(r.successes for r in rs) / max(sum(r.episodes for r in rs), 1)
+            for suite, rs in sorted(per_suite.items())
+        }
+
+    @property
+    def overall(self) -> float:
+        return sum(r.successes for r in self.tasks) / max(sum(r.episodes for r in self.tasks), 1)
+
+    @property
+    def episodes(self) -> int:
+        return sum(r.episodes for r in self.tasks)
+
+    def to_dict(self) -> dict:
+        return {
+            "temperature": self.temperature,
+            "episodes": self.episodes,
+            "success_rate": self.overall,
+            "suites": self.suites(),
+            "tasks": [{**asdict(r), "success_rate": r.success_rate} for r in self.tasks],
+        }
+
+    def markdown(self) -> str:
+        lines = ["| task | episodes | success |", "|---|---|---|"]
+        lines += [f"| {r.task} | {r.episodes} | {100 * r.success_rate:.1f} % |" for r in self.tasks]
+        for suite, rate in self.suites().items():
+            lines.append(
+                f"| **{suite}** (all tasks) | {sum(r.episodes for r in self.tasks if r.suite == suite)} | **{100 * rate:.1f} %** |"
+            )
+        return "\n".join(lines) + "\n"
+
+    def write(self, out_dir: Path, title: str = "held-out success") -> None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out_dir / "eval.json", json.dumps(self.to_dict(), indent=1))
+        write_text_atomic(out_dir / "eval.md", self.markdown())
+        plot_task_success(self, out_dir / "eval.png", title)
+
+
+def evaluate(
+    policy,
+    env,
+    tasks: list[TaskRef],
+    *,
+    episodes_per_task: int,
+    chunk_length: int,
+    temperature: float = 0.0,
+    progress=None,
+) -> EvalReport:
+    """Run each task from its first `episodes_per_task` evaluation initial states."""
+    specs: list[EpisodeSpec] = []
+    for task in tasks:
+        states = task.eval_states
+        if episodes_per_task > len(states):
+            raise ValueError(
+                f"{task.name} has {len(states)} evaluation initial states, {episodes_per_task} requested"
+            )
+        specs += [EpisodeSpec(task.name, state) for state in states[:episodes_per_task]]
+    max_steps = max(task.max_steps for task in tasks)
+    batch = collect(
+        policy,
+        env,
+        specs,
+        temperature=temperature,
+        max_chunks=max_chunks_for(max_steps, chunk_length),
+        keep_observations=False,
+        on_wave_done=progress,
+    )
+    results = []
+    for task in tasks:
+        idx = [i for i, s in enumerate(batch.specs) if s.task == task.name]
+        results.append(TaskResult(task.name, task.suite, len(idx), int(np.sum(batch.success[idx]))))
+    return EvalReport(results, temperature)
+
+
+def plot_task_success(report: EvalReport, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r.task for r in report.tasks]
+    rates = [100 * r.success_rate for r in report.tasks]
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(names) + 2), 4))
+    ax.bar(range(len(names)), rates, color="#4c72b0")
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("success (%)")
+    ax.set_title(f"{title}: {100 * report.overall:.1f} % over {report.episodes} episodes")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

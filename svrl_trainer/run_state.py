@@ -1,0 +1,120 @@
+"""Everything a killed run needs to continue exactly: optimizer, RNG streams, step counters.
+
+Stored as safetensors (tensors) + JSON (everything else) — never pickle, so a checkpoint from an
+untrusted source cannot execute code when loaded. Written to a temporary folder and renamed, so a
+kill at any moment leaves either the previous checkpoint or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+OPTIMIZER_TENSORS = "optimizer.safetensors"
+STATE_JSON = "trainer_state.json"
+COMPLETE_MARKER = "COMPLETE"
+
+
+def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state_dict into named tensors and a JSON-able remainder."""
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for param_id, param_state in state["state"].items():
+        for key, value in param_state.items():
+            if torch.is_tensor(value):
+                tensors[f"{param_id}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(param_id), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_flat(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        param_id, key = name.split(".", 1)
+        state.setdefault(int(param_id), {})[key] = value
+    for param_id, values in meta["scalars"].items():
+        state.setdefault(int(param_id), {}).update(values)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def rng_state(numpy_rng: np.random.Generator, torch_generator: torch.Generator) -> dict[str, Any]:
+    return {
+        "python": _jsonable(random.getstate()),
+        "numpy": numpy_rng.bit_generator.state,
+        "torch_global": torch.get_rng_state().tolist(),
+        "torch_sampling": torch_generator.get_state().tolist(),
+    }
+
+
+def restore_rng(
+    state: dict[str, Any], numpy_rng: np.random.Generator, torch_generator: torch.Generator
+) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy_rng.bit_generator.state = state["numpy"]
+    torch.set_rng_state(torch.tensor(state["torch_global"], dtype=torch.uint8))
+    torch_generator.set_state(torch.tensor(state["torch_sampling"], dtype=torch.uint8))
+
+
+def write_atomically(final_dir: Path, fill) -> Path:
+    """Call fill(tmp_dir) to populate a sibling temporary folder, then rename it into place."""
+    final_dir = Path(final_dir)
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = final_dir.with_name(f".{final_dir.name}.tmp-{os.getpid()}")
+    if tmp_dir.exists():
+        shutil.rmtree(tmp_dir)
+    tmp_dir.mkdir()
+    fill(tmp_dir)
+    (tmp_dir / COMPLETE_MARKER).write_text("ok\n")
+    _fsync_dir(tmp_dir)
+    if final_dir.exists():
+        old = final_dir.with_name(f".{final_dir.name}.old-{os.getpid()}")
+        final_dir.rename(old)
+        tmp_dir.rename(final_dir)
+        shutil.rmtree(old)
+    else:
+        tmp_dir.rename(final_dir)
+    _fsync_dir(final_dir.parent)
+    return final_dir
+
+
+def save_run_state(directory: Path, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Write optimizer tensors + JSON state into an (already temporary) directory."""
+    tensors, meta = optimizer_to_flat(optimizer)
+    save_file(tensors, str(directory / OPTIMIZER_TENSORS))
+    (directory / STATE_JSON).write_text(json.dumps({"optimizer": meta, **state}, indent=1))
+
+
+def load_run_state(directory: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    directory = Path(directory)
+    if not (directory / COMPLETE_MARKER).exists():
+        raise FileNotFoundError(f"{directory} is not a complete checkpoint (no {COMPLETE_MARKER} marker)")
+    state = json.loads((directory / STATE_JSON).read_text())
+    optimizer_from_flat(optimizer, load_file(str(directory / OPTIMIZER_TENSORS)), state.pop("optimizer"))
+    return state
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,364 @@
+"""Supervised fine-tuning (behaviour cloning) of a VLA on demonstrations: cross-entropy on action tokens.
+
+Reads top to bottom like a CleanRL script: load data -> build or load the policy -> loop -> save.
+
+    svrl sft --data demos/ --preset tiny --init runs/base --out runs/sft   # 1-demo SFT from the base
+    svrl pretrain --data pool/ --out runs/base                             # the base itself, from scratch
+
+Targets. For a frame t the target is the chunk of the K actions a[t], ..., a[t+K-1] (the policy's action
+chunk starting at that observation). Past the episode end the chunk is padded with a HOLD action:
+  ee_delta  -> zero motion with the episode's last gripper command (the arm stays put, grasp unchanged);
+  joint_pos -> the episode's last joint targets, repeated.
+Demonstrations end at success, so "stay where the task got done" is the correct continuation.
+
+Codec and proprio statistics come from the data only when training from scratch (pretraining). With
+`--init` the base checkpoint's codec and statistics are kept: base and fine-tuned policies share bins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from svrl_policy.checkpoint import load_components
+from svrl_policy.codec import ActionCodec
+from svrl_policy.config import PolicyConfig, get_preset
+from svrl_policy.dataset import LeRobotDataset
+from svrl_policy.features import ACTION_SPACE_EE_DELTA, OBS_IMAGES, OBS_INSTRUCTION, OBS_PROPRIO
+from svrl_policy.policy import Policy, build_tokenizer
+from svrl_policy.preprocess import ProprioStats
+
+log = logging.getLogger(__name__)
+
+_DECODE_ALL_BYTES = 2 << 30  # datasets whose decoded frames fit in 2 GB are decoded once, up front
+
+
+@dataclass
+class SFTConfig:
+    data: Sequence[Path]
+    out: Path
+    preset: str = "tiny"
+    preset_overrides: dict[str, Any] = field(default_factory=dict)
+    init: Path | None = None  # start from this checkpoint (keeps its codec + stats)
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    min_lr_frac: float = 0.1  # cosine decays to lr * min_lr_frac
+    grad_clip: float = 1.0
+    augment: bool = True
+    seed: int = 0
+    threads: int | None = None
+    log_every: int = 50
+    save_every: int | None = None
+    device: str = "cpu"
+    allow_download: bool = False  # hf presets: let transformers fetch backbones/tokenizer from the hub
+    stage: str = "sft"  # recorded in the checkpoint manifest ("sft" or "pretrain")
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.data = [Path(d) for d in ([self.data] if isinstance(self.data, (str, Path)) else self.data)]
+        self.out = Path(self.out)
+        self.init = Path(self.init) if self.init is not None else None
+        for name in ("steps", "batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SFTConfig.{name} = {getattr(self, name)}: must be >= 1")
+        if self.lr <= 0:
+            raise ValueError(f"SFTConfig.lr = {self.lr}: must be > 0")
+        if not self.data:
+            raise ValueError("SFTConfig.data: give at least one dataset directory")
+
+
+@dataclass
+class SFTResult:
+    checkpoint: Path
+    history: list[dict[str, float]]  # one entry per logged step: step, loss, token_acc, lr
+
+    @property
+    def first_loss(self) -> float:
+        return self.history[0]["loss"]
+
+    @property
+    def final_loss(self) -> float:
+        return self.history[-1]["loss"]
+
+
+# ---------------------------------------------------------------------------------------------- targets
+def chunk_targets(actions: np.ndarray, chunk_len: int, action_space: str) -> np.ndarray:
+    """actions[T, D] of one episode -> targets[T, K, D]; row t = a[t : t+K], HOLD-padded past the end."""
+    T, D = actions.shape
+    if action_space == ACTION_SPACE_EE_DELTA:
+        hold = np.zeros(D, dtype=np.float32)
+        hold[-1] = actions[-1, -1]  # keep the last gripper command
+    else:
+        hold = actions[-1].astype(np.float32)
+    padded = np.concatenate([actions.astype(np.float32), np.tile(hold, (chunk_len - 1, 1))])  # (T+K-1, D)
+    idx = np.arange(T)[:, None] + np.arange(chunk_len)[None, :]  # (T, K)
+    return padded[idx]
+
+
+class DemoFrames:
+    """All frames of one or more demonstration datasets, addressed by one global index."""
+
+    def __init__(self, datasets: Sequence[LeRobotDataset], chunk_len: int) -> None:
+        if not datasets:
+            raise ValueError("DemoFrames needs at least one dataset")
+        first = datasets[0]
+        for ds in datasets[1:]:
+            if ds.action_space != first.action_space or ds.camera_names != first.camera_names:
+                raise ValueError(
+                    f"datasets disagree: {ds.root} has {ds.action_space}/{ds.camera_names}, "
+                    f"{first.root} has {first.action_space}/{first.camera_names}"
+                )
+        self.datasets = list(datasets)
+        self.action_space = first.action_space
+        self.camera_names = first.camera_names
+        self.offsets = np.cumsum([0] + [len(d) for d in datasets])
+        self.actions = np.concatenate([d.actions for d in datasets])
+        self.proprio = None if first.proprio is None else np.concatenate([d.proprio for d in datasets])
+        self.targets = np.concatenate(
+            [
+                chunk_targets(ds.actions[ep.start : ep.stop], chunk_len, self.action_space)
+                for ds in datasets
+                for ep in ds.episodes
+            ]
+        )
+        self.instructions = [ds.tasks[int(t)] for ds in datasets for t in ds.task_index]
+        n_bytes = len(self) * len(self.camera_names) * int(np.prod(first.image_shape)) * 3
+        self._images: dict[str, np.ndarray] | None = None
+        if n_bytes <= _DECODE_ALL_BYTES:
+            self._images = {cam: self._decode(cam, np.arange(len(self))) for cam in self.camera_names}
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def num_episodes(self) -> int:
+        return sum(d.num_episodes for d in self.datasets)
+
+    def _decode(self, cam: str, frames: np.ndarray) -> np.ndarray:
+        result: np.ndarray | None = None
+        for i, ds in enumerate(self.datasets):
+            mask = (frames >= self.offsets[i]) & (frames < self.offsets[i + 1])
+            if mask.any():
+                imgs = ds.images(cam, frames[mask] - self.offsets[i])
+                if result is None:
+                    result = np.empty((len(frames), *imgs.shape[1:]), dtype=np.uint8)
+                result[mask] = imgs
+        assert result is not None, "no frames requested"
+        return result
+
+    def observations(self, frames: np.ndarray) -> dict[str, Any]:
+        """Batched observation dict (docs/contracts.md) for global frame indices (repeats allowed)."""
+        frames = np.asarray(frames)
+        if self._images is not None:
+            images = {cam: arr[frames] for cam, arr in self._images.items()}
+        else:
+            images = {cam: self._decode(cam, frames) for cam in self.camera_names}
+        obs: dict[str, Any] = {OBS_IMAGES: images, OBS_INSTRUCTION: [self.instructions[i] for i in frames]}
+        if self.proprio is not None:
+            obs[OBS_PROPRIO] = self.proprio[frames]
+        return obs
+
+
+# ---------------------------------------------------------------------------------------------- policy
+def build_policy(cfg: SFTConfig, demos: DemoFrames) -> Policy:
+    """Load `cfg.init` (keeping its codec) or build a fresh policy with a codec fitted on the data."""
+    if cfg.init is not None:
+        policy = Policy.from_pretrained(cfg.init, device=cfg.device)
+        if cfg.preset_overrides:
+            raise ValueError("--init fixes the architecture; preset overrides cannot be combined with it")
+        log.info("initialised from %s (codec and proprio statistics kept)", cfg.init)
+    else:
+        config = get_preset(cfg.preset, **cfg.preset_overrides)
+        config = _align_config_with_data(config, demos)
+        codec = ActionCodec.fit(
+            demos.actions,
+            num_bins=config.num_bins,
+            chunk_len=config.chunk_len,
+            gripper_index=config.gripper_index,
+        )
+        stats = ProprioStats.fit(demos.proprio) if config.use_proprio else None
+        tokenizer = build_tokenizer(config, allow_download=cfg.allow_download)
+        with torch.device(cfg.device):
+            if config.architecture == "hf_vla" and config.vision_pretrained and config.text_pretrained:
+                from svrl_policy.models.hf_vla import HFVLA
+
+                model, config = HFVLA.from_pretrained_backbones(config, allow_download=cfg.allow_download)
+                model = model.to(cfg.device)
+            else:
+                model = None
+            policy = Policy(config, codec, proprio_stats=stats, tokenizer=tokenizer, model=model)
+        log.info(
+            "new %s policy (%.2f M params); codec fitted on %d frames",
+            config.preset,
+            policy.num_parameters() / 1e6,
+            len(demos),
+        )
+    _check_compatible(policy.config, demos)
+    return policy
+
+
+def _align_config_with_data(config: PolicyConfig, demos: DemoFrames) -> PolicyConfig:
+    if demos.action_space != config.action_space:
+        from svrl_policy.features import ACTION_DIMS
+
+        dim = ACTION_DIMS.get(demos.action_space)
+        if dim is None:
+            raise ValueError(f"dataset action space {demos.action_space!r} is not supported")
+        config = config.replace(action_space=demos.action_space, action_dim=dim, gripper_index=dim - 1)
+    if demos.proprio is None and config.use_proprio:
+        raise ValueError(f"preset {config.preset!r} uses proprio but the dataset has no observation.state")
+    return config
+
+
+def _check_compatible(config: PolicyConfig, demos: DemoFrames) -> None:
+    problems = []
+    if demos.action_space != config.action_space:
+        problems.append(f"action space: data {demos.action_space}, policy {config.action_space}")
+    missing = [c for c in config.cameras if c not in demos.camera_names]
+    if missing:
+        problems.append(f"cameras {missing} missing from the data (has {demos.camera_names})")
+    if config.use_proprio and (demos.proprio is None or demos.proprio.shape[1] != config.proprio_dim):
+        got = None if demos.proprio is None else demos.proprio.shape[1]
+        problems.append(f"proprio dims: data {got}, policy {config.proprio_dim}")
+    if problems:
+        raise ValueError("dataset and policy are incompatible: " + "; ".join(problems))
+
+
+def lr_at(step: int, cfg: SFTConfig) -> float:
+    """1) linear warmup, 2) cosine decay from lr to lr * min_lr_frac at the last step."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (
+        cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    )
+
+
+def make_optimizer(model: torch.nn.Module, cfg: SFTConfig) -> torch.optim.Optimizer:
+    """AdamW; matrices (dim >= 2) get weight decay, biases and norm gains do not."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- loop
+def train_sft(cfg: SFTConfig) -> SFTResult:
+    # 1) seed and threads
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+
+    # 2) data + policy
+    datasets = [LeRobotDataset(d) for d in cfg.data]
+    chunk_len = (
+        get_preset(cfg.preset, **cfg.preset_overrides).chunk_len
+        if cfg.init is None
+        else load_components(cfg.init).config.chunk_len
+    )
+    demos = DemoFrames(datasets, chunk_len)
+    log.info(
+        "data: %d episodes, %d frames from %s", demos.num_episodes, len(demos), ", ".join(map(str, cfg.data))
+    )
+    policy = build_policy(cfg, demos)
+    targets = policy.codec.tokenize(demos.targets).reshape(len(demos), -1)  # (N, K*D) int64
+    optimizer = make_optimizer(policy.model, cfg)
+    metadata = {
+        "stage": cfg.stage,
+        "data": [str(d) for d in cfg.data],
+        "init": str(cfg.init) if cfg.init else None,
+        "seed": cfg.seed,
+        "batch_size": cfg.batch_size,
+        "lr": cfg.lr,
+    }
+
+    # 3) loop
+    history: list[dict[str, float]] = []
+    policy.model.train()
+    bar = _progress(cfg)
+    t0 = time.perf_counter()
+    run_loss = run_acc = 0.0
+    run_n = 0
+    for step in range(cfg.steps):
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        frames = rng.integers(0, len(demos), cfg.batch_size)
+        inputs = policy.preprocess(demos.observations(frames), train=cfg.augment, generator=gen)
+        tokens = torch.from_numpy(targets[frames]).to(policy.device)  # (B, K*D)
+        logits = policy(inputs)  # (B, K*D, num_bins)
+        loss = F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.model.parameters(), cfg.grad_clip)
+        optimizer.step()
+
+        run_loss += loss.item()
+        run_acc += (logits.detach().argmax(-1) == tokens).float().mean().item()
+        run_n += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % cfg.log_every == 0 or step == 0 or step + 1 == cfg.steps:
+            entry = {"step": step + 1, "loss": run_loss / run_n, "token_acc": run_acc / run_n, "lr": lr}
+            history.append(entry)
+            log.info(
+                "step %d/%d  loss/ce %.4f  loss/token_acc %.3f  lr %.2e  perf/steps_per_s %.2f",
+                step + 1, cfg.steps, entry["loss"], entry["token_acc"], lr, (step + 1) / (time.perf_counter() - t0),
+            )  # fmt: skip
+            run_loss = run_acc = 0.0
+            run_n = 0
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+            policy.save_pretrained(cfg.out, metadata={**metadata, "steps": step + 1})
+    if bar is not None:
+        bar.close()
+
+    # 4) save
+    policy.model.eval()
+    out = policy.save_pretrained(
+        cfg.out,
+        metadata={**metadata, "steps": cfg.steps, "final_loss": history[-1]["loss"], "history": history},
+    )
+    log.info(
+        "saved %s (%d steps, final loss %.4f, %.0f s)",
+        out,
+        cfg.steps,
+        history[-1]["loss"],
+        time.perf_counter() - t0,
+    )
+    return SFTResult(checkpoint=out, history=history)
+
+
+def _progress(cfg: SFTConfig) -> Any:
+    if not cfg.progress:
+        return None
+    from tqdm import tqdm
+
+    # disable=None: no bar when stderr is not a terminal (log files get the periodic log lines instead)
+    return tqdm(total=cfg.steps, desc=cfg.stage, unit="step", dynamic_ncols=True, disable=None)
+
+
+def config_from_args(args: Any, **extra: Any) -> SFTConfig:
+    """Map parsed CLI arguments onto SFTConfig (unknown names are simply not SFTConfig fields)."""
+    names = {f.name for f in dataclasses.fields(SFTConfig)}
+    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return SFTConfig(**{**values, **extra})

@@ -1,0 +1,117 @@
+"""`svrl sft` and `svrl pretrain`: argument parsing only; the work is in svrl_trainer.sft.
+
+Imports nothing heavy at module level (the `svrl --help` path loads this file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+
+def _add_training_args(p: argparse.ArgumentParser, *, steps: int, batch_size: int, lr: float) -> None:
+    p.add_argument(
+        "--out", required=True, type=Path, help="checkpoint directory to write (replaced atomically)"
+    )
+    p.add_argument(
+        "--preset", default="tiny", help="policy preset when training from scratch (default: tiny)"
+    )
+    p.add_argument("--image-size", type=int, default=None, help="override the preset's image size (e.g. 96)")
+    p.add_argument("--steps", type=int, default=steps, help=f"optimizer steps (default: {steps})")
+    p.add_argument(
+        "--batch-size", type=int, default=batch_size, help=f"frames per step (default: {batch_size})"
+    )
+    p.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default: {lr})")
+    p.add_argument("--warmup-steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--no-augment", dest="augment", action="store_false", help="disable random-shift augmentation"
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)"
+    )
+    p.add_argument("--save-every", type=int, default=None, help="also save every N steps")
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="small/oft presets: let transformers download the pretrained backbones and tokenizer",
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sft",
+        help="fine-tune a checkpoint on a few demonstrations",
+        description="Behaviour cloning (cross-entropy on action tokens) on LeRobotDataset v3 demonstrations. "
+        "With --init the base checkpoint's codec and statistics are kept (1-demo SFT starts from the "
+        "pretrained base, never from scratch); without it the codec is fitted on --data.",
+    )
+    p.add_argument("--data", required=True, nargs="+", type=Path, help="dataset directories")
+    p.add_argument("--init", type=Path, default=None, help="start from this checkpoint (the pretrained base)")
+    _add_training_args(p, steps=500, batch_size=32, lr=3e-4)
+    p.set_defaults(handler=_sft)
+
+    p = sub.add_parser(
+        "pretrain",
+        help="behaviour-clone the base policy on the pretraining pool",
+        description="SFT from scratch on the pretraining pool's scripted demonstrations (disjoint from the "
+        "evaluation suites). Without --data the demonstrations are generated first with svrl_sim's experts.",
+    )
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--data", nargs="+", type=Path, default=None, help="existing pretraining datasets")
+    src.add_argument(
+        "--demos-per-task", type=int, default=None, help="generate this many demos per pool task"
+    )
+    p.add_argument(
+        "--demos-dir", type=Path, default=None, help="where generated demos go (default: <out>-demos)"
+    )
+    _add_training_args(p, steps=3000, batch_size=64, lr=5e-4)
+    p.set_defaults(handler=_pretrain)
+
+
+def _config(args: argparse.Namespace, **extra):
+    from svrl_trainer.sft import config_from_args
+
+    overrides = {"image_size": args.image_size} if args.image_size else {}
+    return config_from_args(args, preset_overrides=overrides, **extra)
+
+
+def _sft(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from svrl_trainer.sft import train_sft
+
+    result = train_sft(_config(args, stage="sft"))
+    print(result.checkpoint)
+    return 0
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from svrl_trainer.sft import train_sft
+
+    data = args.data
+    if data is None:
+        data = [_generate_pool_demos(args)]
+    result = train_sft(_config(args, stage="pretrain", data=data))
+    print(result.checkpoint)
+    return 0
+
+
+def _generate_pool_demos(args: argparse.Namespace) -> Path:
+    """Scripted-expert demos of svrl_sim's pretraining pool (train init states only; disjoint from eval)."""
+    from svrl_policy.config import get_preset
+    from svrl_sim.demos import write_demos
+    from svrl_sim.tasks import tasks_in_suite
+
+    out = args.demos_dir or args.out.with_name(args.out.name + "-demos")
+    size = args.image_size or get_preset(args.preset).image_size
+    tasks = [t.name for t in tasks_in_suite("pretrain")]
+    summary = write_demos(out, tasks, args.demos_per_task or 20, split="train", image_size=size, workers=2)
+    logging.getLogger(__name__).info(
+        "pretraining pool: %d demos of %d tasks -> %s (expert failures skipped: %d)",
+        summary.episodes, len(tasks), summary.out, len(summary.failures),
+    )  # fmt: skip
+    return summary.out

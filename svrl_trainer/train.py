@@ -1,0 +1,289 @@
+"""`svrl train`: GRPO on a policy, SimpleVLA-RL's loop, resumable at any step.
+
+    step = collect valid groups (dynamic sampling) -> group advantages -> clipped update
+           -> log -> (evaluate) -> (checkpoint)
+
+Training only ever samples each task's *training* initial states; evaluation only its *evaluation*
+states. A run directory holds: config.yaml, metrics.jsonl (one line per step), TensorBoard events,
+checkpoints/step_NNNNNN/ (policy + optimizer + RNG + counters) and eval_step_NNNNNN/ reports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from svrl_trainer.atomic import write_text_atomic
+from svrl_trainer.catalog import TaskRef, make_env, resolve_tasks
+from svrl_trainer.config import TrainConfig, config_to_dict
+from svrl_trainer.evaluate import EvalReport, evaluate
+from svrl_trainer.grpo import GrpoLossConfig, group_advantages, keep_groups
+from svrl_trainer.rollout import EpisodeSpec, TrajectoryBatch, collect, max_chunks_for
+from svrl_trainer.run_state import (
+    COMPLETE_MARKER,
+    load_run_state,
+    restore_rng,
+    rng_state,
+    save_run_state,
+    write_atomically,
+)
+from svrl_trainer.update import UpdateConfig, grpo_update
+
+log = logging.getLogger(__name__)
+CHECKPOINT_DIR = "checkpoints"
+
+
+class GrpoTrainer:
+    def __init__(self, config: TrainConfig, *, resume: bool = False) -> None:
+        from svrl_policy.policy import Policy
+
+        self.config = config
+        self.out_dir = Path(config.out_dir)
+        torch.set_num_threads(config.threads)
+        self.tasks: list[TaskRef] = resolve_tasks(config.env.backend, config.env.tasks)
+        self.numpy_rng = np.random.default_rng(config.seed)
+        self.torch_rng = torch.Generator().manual_seed(config.seed)
+        torch.manual_seed(config.seed)
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+
+        latest = latest_checkpoint(self.out_dir) if resume else None
+        if resume and latest is None:
+            log.warning(
+                "--resume: no complete checkpoint in %s; starting from the initial policy", self.out_dir
+            )
+        source = latest / "policy" if latest else Path(config.init_checkpoint)
+        if not config.init_checkpoint and latest is None:
+            raise ValueError("init_checkpoint is empty: GRPO starts from an SFT checkpoint (see `svrl sft`)")
+        self.policy = Policy.from_pretrained(source)
+        self.policy.eval()
+        self.chunk_length = self.policy.config.chunk_len
+        self.action_dim = self.policy.config.action_dim
+        self.optimizer = torch.optim.AdamW(
+            self.policy.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
+        )
+        if latest is not None:
+            state = load_run_state(latest, self.optimizer)
+            self.step = state["step"]
+            self.history = state["history"]
+            restore_rng(state["rng"], self.numpy_rng, self.torch_rng)
+            log.info("resumed %s at step %d", latest, self.step)
+        self.loss_config = GrpoLossConfig(
+            clip_ratio_low=config.grpo.clip_ratio_low,
+            clip_ratio_high=config.grpo.clip_ratio_high,
+            kl_coef=config.grpo.kl_coef,
+            entropy_coef=config.grpo.entropy_coef,
+        )
+        if config.grpo.kl_coef:
+            raise NotImplementedError(
+                "grpo.kl_coef > 0 needs a reference policy; SimpleVLA-RL runs without KL"
+            )
+        self.update_config = UpdateConfig(
+            temperature=config.grpo.temperature,
+            mini_batches=config.optim.mini_batches,
+            ppo_epochs=config.optim.ppo_epochs,
+            micro_batch_steps=config.optim.micro_batch_steps,
+            grad_clip=config.optim.grad_clip,
+        )
+        self.max_chunks = max_chunks_for(max(t.max_steps for t in self.tasks), self.chunk_length)
+        self.env = make_env(
+            config.env.backend,
+            config.env.num_envs,
+            image_size=config.env.image_size,
+            num_workers=config.env.num_workers,
+        )
+        self._tb = _tensorboard(self.out_dir / "tb")
+
+    # ------------------------------------------------------------------ the loop
+    def train(self, progress=None) -> list[dict[str, Any]]:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(
+            self.out_dir / "config.yaml", yaml.safe_dump(config_to_dict(self.config), sort_keys=False)
+        )
+        cfg = self.config
+        if self.step == 0 and cfg.eval.before_training and cfg.eval.every:
+            self._evaluate()
+        while self.step < cfg.total_steps:
+            metrics = self.train_step()
+            if progress is not None:
+                progress(metrics)
+            if cfg.eval.every and (self.step % cfg.eval.every == 0 or self.step == cfg.total_steps):
+                metrics.update(self._evaluate())
+            self._log(metrics)
+            if cfg.checkpoint.every and (
+                self.step % cfg.checkpoint.every == 0 or self.step == cfg.total_steps
+            ):
+                self.save_checkpoint()
+        return self.history
+
+    def train_step(self) -> dict[str, Any]:
+        """Collect a batch of valid groups, then one GRPO update. Increments `self.step`."""
+        cfg = self.config.grpo
+        started = time.perf_counter()
+        kept: list[TrajectoryBatch] = []
+        kept_groups = sampled_groups = rounds = 0
+        sampled_success: list[float] = []
+        timing = {"sim_s": 0.0, "policy_s": 0.0, "bookkeeping_s": 0.0}
+        next_group_id = 0
+        while kept_groups < cfg.groups_per_batch and rounds < cfg.max_sampling_rounds:
+            rounds += 1
+            specs = []
+            for _ in range(cfg.groups_per_batch - kept_groups):
+                task = self.tasks[int(self.numpy_rng.integers(len(self.tasks)))]
+                state = task.train_states[int(self.numpy_rng.integers(len(task.train_states)))]
+                specs += [EpisodeSpec(task.name, state, next_group_id)] * cfg.group_size
+                next_group_id += 1
+            batch = collect(
+                self.policy,
+                self.env,
+                specs,
+                temperature=cfg.temperature,
+                max_chunks=self.max_chunks,
+                generator=self.torch_rng,
+            )
+            for k, v in batch.timing.items():
+                timing[k] += v
+            sampled_groups += len(specs) // cfg.group_size
+            sampled_success.append(float(batch.success.mean()))
+            rewards = torch.from_numpy(batch.rewards)
+            group_ids = torch.from_numpy(batch.group_ids)
+            keep = (
+                keep_groups(rewards, group_ids, cfg.accuracy_lower, cfg.accuracy_upper).numpy()
+                if cfg.dynamic_sampling
+                else np.ones(batch.size, bool)
+            )
+            if keep.any():
+                kept.append(batch.select(np.flatnonzero(keep)))
+                kept_groups += len(np.unique(batch.group_ids[keep]))
+        rollout_s = time.perf_counter() - started
+        self.step += 1
+        metrics: dict[str, Any] = {
+            "step": self.step,
+            "rollout/sampled_success": float(np.mean(sampled_success)),
+            "rollout/kept_group_fraction": kept_groups / max(sampled_groups, 1),
+            "rollout/sampling_rounds": rounds,
+            "time/rollout_s": rollout_s,
+            **{f"time/{k}": v for k, v in timing.items()},
+        }
+        if not kept:
+            log.warning("step %d: every sampled group was all-success or all-fail; no update", self.step)
+            metrics["train/updated"] = 0
+            return metrics
+        batch = TrajectoryBatch.concatenate(kept)
+        advantages = group_advantages(
+            torch.from_numpy(batch.rewards), torch.from_numpy(batch.group_ids)
+        ).numpy()
+        t = time.perf_counter()
+        stats = grpo_update(
+            self.policy,
+            self.optimizer,
+            batch,
+            advantages,
+            self.action_dim,
+            self.update_config,
+            self.loss_config,
+            self.numpy_rng,
+        )
+        metrics.update(
+            {
+                "train/updated": 1,
+                "train/trajectories": batch.size,
+                "train/loss": stats.loss,
+                "train/clip_fraction": stats.clip_fraction,
+                "train/approx_kl": stats.approx_kl,
+                "train/entropy": stats.entropy,
+                "train/grad_norm": stats.grad_norm,
+                "time/update_s": time.perf_counter() - t,
+                "memory/bytes_per_policy_step": batch.stored_bytes_per_step(),
+            }
+        )
+        return metrics
+
+    # ------------------------------------------------------------------ evaluation, logging, checkpoints
+    def evaluate(self, episodes_per_task: int | None = None) -> EvalReport:
+        return evaluate(
+            self.policy,
+            self.env,
+            self.tasks,
+            episodes_per_task=episodes_per_task or self.config.eval.episodes_per_task,
+            chunk_length=self.chunk_length,
+        )
+
+    def _evaluate(self) -> dict[str, Any]:
+        report = self.evaluate()
+        report.write(self.out_dir / f"eval_step_{self.step:06d}", title=f"step {self.step}")
+        metrics = {"eval/success": report.overall, **{f"eval/{s}": v for s, v in report.suites().items()}}
+        if self.step == 0:
+            self._log({"step": 0, **metrics})
+        return metrics
+
+    def _log(self, metrics: dict[str, Any]) -> None:
+        self.history.append(metrics)
+        with open(self.out_dir / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(metrics) + "\n")
+        if self._tb is not None:
+            for key, value in metrics.items():
+                if key != "step" and isinstance(value, int | float):
+                    self._tb.add_scalar(key, value, metrics["step"])
+            self._tb.flush()
+
+    def save_checkpoint(self) -> Path:
+        final = self.out_dir / CHECKPOINT_DIR / f"step_{self.step:06d}"
+
+        def fill(tmp: Path) -> None:
+            self.policy.save_pretrained(tmp / "policy", metadata={"grpo_step": self.step})
+            save_run_state(
+                tmp,
+                self.optimizer,
+                {
+                    "step": self.step,
+                    "history": self.history,
+                    "rng": rng_state(self.numpy_rng, self.torch_rng),
+                    "config": config_to_dict(self.config),
+                },
+            )
+
+        path = write_atomically(final, fill)
+        self._prune_checkpoints()
+        return path
+
+    def _prune_checkpoints(self) -> None:
+        keep = self.config.checkpoint.keep_last
+        complete = sorted((self.out_dir / CHECKPOINT_DIR).glob("step_*"))
+        for old in complete[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def close(self) -> None:
+        self.env.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The newest complete checkpoint; half-written ones (killed mid-save) are ignored."""
+    candidates = sorted(
+        p for p in (Path(out_dir) / CHECKPOINT_DIR).glob("step_*") if (p / COMPLETE_MARKER).exists()
+    )
+    return candidates[-1] if candidates else None
+
+
+def _tensorboard(directory: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("tensorboard is not installed: metrics go to metrics.jsonl only")
+        return None
+    return SummaryWriter(str(directory))
+
+
+def metrics_summary(metrics: dict[str, Any]) -> str:
+    keys = ("rollout/sampled_success", "rollout/kept_group_fraction", "train/clip_fraction", "eval/success")
+    return " ".join(f"{k.split('/')[-1]}={metrics[k]:.3f}" for k in keys if k in metrics)
