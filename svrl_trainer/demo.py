@@ -106,10 +106,14 @@ def _summarise(out: Path, grpo_dir: Path) -> int:
         console.print("[red]no evaluation was recorded[/]")
         return 1
     first, last = evals[0], evals[-1]
+    steps = [m for m in lines if "train/updated" in m]
+    with_signal = sum(m["train/updated"] for m in steps)
     table = (
         "| policy | held-out success |\n|---|---|\n"
         f"| 1-demo SFT (GRPO step 0) | {100 * first['eval/success']:.1f} % |\n"
         f"| + GRPO, step {last['step']} | {100 * last['eval/success']:.1f} % |\n"
+        f"\nGRPO steps whose batch held a group with mixed outcomes (a learning signal): "
+        f"{with_signal} of {len(steps)}.\n"
     )
     (out / "summary.md").write_text(table)
     console.rule("[bold]result")

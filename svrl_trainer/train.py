@@ -122,6 +122,7 @@ class GrpoTrainer:
                 self.step % cfg.checkpoint.every == 0 or self.step == cfg.total_steps
             ):
                 self.save_checkpoint()
+        plot_learning_curve(self.history, self.out_dir / "learning_curve.png")
         return self.history
 
     def train_step(self) -> dict[str, Any]:
@@ -282,6 +283,35 @@ def _tensorboard(directory: Path):
         log.warning("tensorboard is not installed: metrics go to metrics.jsonl only")
         return None
     return SummaryWriter(str(directory))
+
+
+def plot_learning_curve(history: list[dict[str, Any]], path: Path) -> None:
+    """Held-out (greedy) and sampled training success against GRPO steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    evals = [(m["step"], 100 * m["eval/success"]) for m in history if "eval/success" in m]
+    sampled = [
+        (m["step"], 100 * m["rollout/sampled_success"]) for m in history if "rollout/sampled_success" in m
+    ]
+    if not evals and not sampled:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if sampled:
+        ax.plot(*zip(*sampled, strict=True), color="#aaaaaa", label="sampled (training states)")
+    if evals:
+        ax.plot(*zip(*evals, strict=True), "o-", color="#c44e52", label="greedy (held-out states)")
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("success (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
 
 
 def metrics_summary(metrics: dict[str, Any]) -> str:

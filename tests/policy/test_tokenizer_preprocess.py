@@ -118,5 +118,5 @@ def test_every_simulator_instruction_fits_the_tiny_tokenizer() -> None:
     for preset in ("tiny", "tiny96", "debug"):
         tokenizer = ByteTokenizer(get_preset(preset).max_text_len)
         for task in all_tasks():
-            ids, mask = tokenizer.encode([task.instruction])
+            _ids, mask = tokenizer.encode([task.instruction])
             assert mask.sum() == len(task.instruction.encode()) + 2, (preset, task.name)  # + BOS, EOS

@@ -41,7 +41,12 @@ def test_colcon_builds_and_installs_the_workspace(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     assert "Finished <<< svrl_interfaces" in run.stdout and "Finished <<< svrl_ros" in run.stdout
     share = install / "svrl_ros" / "share" / "svrl_ros"
-    for relative in ("package.xml", "launch/svrl.launch.py", "launch/profiles/sim_expert.yaml", "urdf/svrl_arm.urdf"):
+    for relative in (
+        "package.xml",
+        "launch/svrl.launch.py",
+        "launch/profiles/sim_expert.yaml",
+        "urdf/svrl_arm.urdf",
+    ):
         assert (share / relative).is_file(), relative
     assert os.access(install / "svrl_ros" / "lib" / "svrl_ros" / "policy_server", os.X_OK)
     assert (install / "share" / "ament_index" / "resource_index" / "packages" / "svrl_ros").exists() or (
