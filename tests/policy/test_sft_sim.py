@@ -7,17 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
-
-pytest.importorskip("mujoco")
 
 TASKS = ("goal/press_button", "goal/put_red_cube_on_plate")  # a reach-and-press and a pick-and-place
 DEMOS_PER_TASK = 2
 IMAGE_SIZE = 64
 
 
-@pytest.mark.slow
 def test_sft_on_scripted_demos_succeeds_on_its_training_tasks(tmp_path: Path) -> None:
     from svrl_policy.policy import Policy
     from svrl_sim.demos import write_demos
