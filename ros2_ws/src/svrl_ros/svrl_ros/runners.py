@@ -72,7 +72,7 @@ class SimExpertRunner:
         from svrl_sim.tasks import InitState
 
         task = self._by_instruction[instruction.strip().lower()]
-        self._env.reset(task, InitState(split=self._split, index=self._init_state_index))
+        self._env.reset(task, InitState(split=self._split, index=self._init_state_index), render=False)
 
     def run_chunk(self, max_steps: int) -> ChunkResult:
         actions: list[np.ndarray] = []
