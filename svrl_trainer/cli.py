@@ -26,6 +26,7 @@ _BENCH_REGISTRARS: list[tuple[str, str]] = [
     ("svrl_sim.cli", "register_bench"),
     ("svrl_policy.cli", "register_bench"),
     ("svrl_ros.cli", "register_bench"),
+    ("svrl_trainer.bench_rollout", "register_bench"),
     ("svrl_trainer.commands", "register_bench"),
 ]
 

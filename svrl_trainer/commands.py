@@ -11,7 +11,6 @@ import sys
 # name -> (help text, issue that will build it)
 _PLANNED: dict[str, tuple[str, str]] = {}
 _PLANNED_BENCH: dict[str, tuple[str, str]] = {
-    "rollout": ("env-steps/s with the policy in the loop", "svrl_trainer issue"),
     "learn": ("the 1-demo SFT -> GRPO data-efficiency experiment", "svrl_trainer issue"),
 }
 

@@ -1,0 +1,27 @@
+"""`svrl bench rollout` reports consistent figures from a real rollout in the embedded simulator."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def test_bench_rollout_json_is_consistent() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "svrl_trainer.cli", "bench", "rollout", "--json", "--preset", "debug",
+         "--image-size", "64", "--episodes", "4", "--num-envs", "4", "--workers", "1"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    result = json.loads(run.stdout)
+    assert result["env_steps"] > 0 and result["policy_steps"] > 0
+    assert result["env_steps"] <= 8 * result["policy_steps"]  # at most K = 8 env steps per chunk
+    fractions = result["fraction_sim"] + result["fraction_policy"] + result["fraction_bookkeeping"]
+    assert fractions == pytest.approx(1.0, abs=0.01)
+    # 2 cameras x 64 x 64 x 3 uint8 + 15 float32 proprio + 56 tokens (int64) + 56 log-probs (float32)
+    assert result["bytes_per_policy_step"] == 2 * 64 * 64 * 3 + 15 * 4 + 56 * 8 + 56 * 4
+    assert result["memory_ratio_vs_simplevla_rl"] > 8
