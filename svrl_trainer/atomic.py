@@ -14,3 +14,14 @@ def write_text_atomic(path: Path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     tmp.replace(path)
+
+
+def save_figure_atomic(figure, path: Path, dpi: int = 110) -> None:
+    """Save a matplotlib figure as PNG through a temporary file, then close it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp, dpi=dpi)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    tmp.replace(path)

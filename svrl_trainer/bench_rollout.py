@@ -28,7 +28,11 @@ def run_rollout_bench(args: argparse.Namespace) -> dict:
         policy = Policy.from_pretrained(args.ckpt)
     else:  # a random policy of the preset: the cost per chunk does not depend on the weights
         config = get_preset(args.preset, image_size=args.image_size)
-        codec = ActionCodec(low=np.r_[[-0.02] * 3, [-0.1] * 3, -1.0], high=np.r_[[0.02] * 3, [0.1] * 3, 1.0])
+        from svrl_sim.env import DEFAULT_CONTROL_HZ, MAX_ANGULAR_SPEED, MAX_LINEAR_SPEED
+
+        # the simulator's own per-step ee_delta limits, so decoded actions span what the env accepts
+        step_limit = np.r_[[MAX_LINEAR_SPEED] * 3, [MAX_ANGULAR_SPEED] * 3] / DEFAULT_CONTROL_HZ
+        codec = ActionCodec(low=np.r_[-step_limit, -1.0], high=np.r_[step_limit, 1.0])
         policy = Policy(config, codec)
     policy.eval()
     tasks = resolve_tasks("sim", [args.suite])

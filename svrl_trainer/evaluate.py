@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from svrl_trainer.atomic import write_text_atomic
+from svrl_trainer.atomic import save_figure_atomic, write_text_atomic
 from svrl_trainer.catalog import TaskRef
 from svrl_trainer.rollout import EpisodeSpec, collect, max_chunks_for
 
@@ -130,7 +130,4 @@ def plot_task_success(report: EvalReport, path: Path, title: str) -> None:
     ax.set_ylabel("success (%)")
     ax.set_title(f"{title}: {100 * report.overall:.1f} % over {report.episodes} episodes")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure_atomic(fig, path)

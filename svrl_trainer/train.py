@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import yaml
 
-from svrl_trainer.atomic import write_text_atomic
+from svrl_trainer.atomic import save_figure_atomic, write_text_atomic
 from svrl_trainer.catalog import TaskRef, make_env, resolve_tasks
 from svrl_trainer.config import TrainConfig, config_to_dict
 from svrl_trainer.evaluate import EvalReport, evaluate
@@ -308,10 +308,7 @@ def plot_learning_curve(history: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylim(0, 100)
     ax.legend(loc="upper left")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure_atomic(fig, path)
 
 
 def metrics_summary(metrics: dict[str, Any]) -> str:
