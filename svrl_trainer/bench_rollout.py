@@ -46,7 +46,7 @@ def run_rollout_bench(args: argparse.Namespace) -> dict:
         batch = collect(
             policy, env, specs, temperature=args.temperature,
             max_chunks=max_chunks_for(max(t.max_steps for t in tasks), policy.config.chunk_len),
-            generator=torch.Generator().manual_seed(0),
+            seed=0,
         )  # fmt: skip
         wall = time.perf_counter() - started
     finally:

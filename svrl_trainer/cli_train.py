@@ -48,26 +48,45 @@ def run_eval(args: argparse.Namespace) -> int:
     import torch
 
     from svrl_policy.policy import Policy
-    from svrl_trainer.catalog import make_env, resolve_tasks
+    from svrl_trainer.catalog import resolve_tasks
     from svrl_trainer.evaluate import evaluate
+    from svrl_trainer.rollout_engine import make_rollout_engine
 
     torch.set_num_threads(1)
     policy = Policy.from_pretrained(args.ckpt)
     tasks = resolve_tasks(args.backend, args.tasks)
-    env = make_env(args.backend, args.num_envs, image_size=args.image_size)
+    engine = make_rollout_engine(
+        "local",
+        policy,
+        backend=args.backend,
+        num_envs=args.num_envs,
+        image_size=args.image_size,
+        num_workers=None,
+    )
     total = len(tasks) * args.episodes_per_task
     try:
         with Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console) as progress:  # fmt: skip
             bar = progress.add_task("eval", total=total)
             report = evaluate(
-                policy, env, tasks, episodes_per_task=args.episodes_per_task,
+                engine, tasks, episodes_per_task=args.episodes_per_task,
                 chunk_length=policy.config.chunk_len, progress=lambda n: progress.advance(bar, n),
             )  # fmt: skip
+        out = Path(args.out or Path(args.ckpt) / "eval")
+        report.write(out, title=Path(args.ckpt).name)
+        if args.videos:
+            from svrl_trainer.videos import record_eval_videos
+
+            videos = record_eval_videos(
+                engine,
+                tasks,
+                per_task=args.videos,
+                chunk_length=policy.config.chunk_len,
+                out_dir=out / "videos",
+            )
+            console.print(f"wrote {len(videos)} rollout videos to {out}/videos")
     finally:
-        env.close()
+        engine.close()
     console.print(report.markdown())
-    out = Path(args.out or Path(args.ckpt) / "eval")
-    report.write(out, title=Path(args.ckpt).name)
     console.print(f"wrote {out}/eval.json, eval.md, eval.png")
     return 0

@@ -10,9 +10,7 @@ import sys
 
 # name -> (help text, issue that will build it)
 _PLANNED: dict[str, tuple[str, str]] = {}
-_PLANNED_BENCH: dict[str, tuple[str, str]] = {
-    "learn": ("the 1-demo SFT -> GRPO data-efficiency experiment", "svrl_trainer issue"),
-}
+_PLANNED_BENCH: dict[str, tuple[str, str]] = {}
 
 
 def _not_built(name: str, owner: str):
@@ -52,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--num-envs", type=int, default=16)
     ev.add_argument("--image-size", type=int, default=128)
     ev.add_argument("--out", default=None, help="folder for eval.json / eval.md / eval.png")
+    ev.add_argument(
+        "--videos", type=int, default=0, metavar="N", help="also write GIFs of N episodes per task"
+    )
     ev.set_defaults(handler=_handle_eval)
 
     _add_planned(sub, _PLANNED, "")

@@ -33,6 +33,22 @@ class EnvSection:
 
 
 @dataclass(frozen=True)
+class RolloutSection:
+    backend: str = "local"
+    """'local': rollouts in the learner's process; 'ray': Ray actors, each with its own env and policy"""
+    num_actors: int = 2
+    """Ray only: rollout actors (each steps env.num_envs envs with env.num_workers sim processes)"""
+    address: str | None = None
+    """Ray only: a running cluster's address; default: start a local one"""
+
+
+@dataclass(frozen=True)
+class LearnerSection:
+    strategy: str = "ddp"
+    """under torchrun with several processes: 'ddp' (replicated) or 'fsdp' (sharded, large presets)"""
+
+
+@dataclass(frozen=True)
 class GrpoSection:
     group_size: int = 8
     """rollouts per (task, initial state); advantages are normalised within the group (paper: 8)"""
@@ -70,6 +86,8 @@ class EvalSection:
     """evaluate every N steps (paper: test_freq 4); 0 disables periodic evaluation"""
     episodes_per_task: int = 50
     before_training: bool = True
+    videos_per_task: int = 0
+    """GIFs of the first N evaluation episodes per task, written beside each evaluation report"""
 
 
 @dataclass(frozen=True)
@@ -87,7 +105,12 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1
     """torch intra-op threads of the learner"""
+    time_budget_minutes: float = 0.0
+    """stop after the step that spends this much training time (rollouts + updates, not evaluation);
+    the run then evaluates and checkpoints as at its last step. 0: no budget, run total_steps"""
     env: EnvSection = field(default_factory=EnvSection)
+    rollout: RolloutSection = field(default_factory=RolloutSection)
+    learner: LearnerSection = field(default_factory=LearnerSection)
     grpo: GrpoSection = field(default_factory=GrpoSection)
     optim: OptimSection = field(default_factory=OptimSection)
     eval: EvalSection = field(default_factory=EvalSection)
@@ -105,6 +128,10 @@ class TrainConfig:
             )
         if g.temperature <= 0:
             raise TrainConfigError(f"grpo.temperature={g.temperature}: sampling needs T > 0 (0 is greedy)")
+        if self.rollout.backend not in ("local", "ray"):
+            raise TrainConfigError(f"rollout.backend={self.rollout.backend!r}: choose 'local' or 'ray'")
+        if self.learner.strategy not in ("ddp", "fsdp"):
+            raise TrainConfigError(f"learner.strategy={self.learner.strategy!r}: choose 'ddp' or 'fsdp'")
         if self.env.num_envs < 1 or self.total_steps < 0 or self.optim.mini_batches < 1:
             raise TrainConfigError("env.num_envs and optim.mini_batches must be >= 1, total_steps >= 0")
 

@@ -12,16 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.console import Console
-
-console = Console()
+from svrl_trainer.pipeline import console, run_stage, svrl_command
 
 
 @dataclass(frozen=True)
@@ -39,22 +33,6 @@ class DemoPlan:
     threads: int = os.cpu_count() or 1
 
 
-def _svrl(*args: str) -> list[str]:
-    return [sys.executable, "-m", "svrl_trainer.cli", *args]
-
-
-def _run(title: str, command: list[str], done: Path | None) -> None:
-    shown = "svrl " + " ".join(shlex.quote(a) for a in command[3:])
-    if done is not None and done.exists():
-        console.print(f"[dim]skip[/] {title}: {done} exists")
-        return
-    console.rule(f"[bold]{title}")
-    console.print(f"$ {shown}", markup=False, highlight=False)
-    started = time.monotonic()
-    subprocess.run(command, check=True)
-    console.print(f"[green]done[/] in {time.monotonic() - started:.0f} s")
-
-
 def run_demo(plan: DemoPlan) -> int:
     out = plan.out
     size = str(plan.image_size)
@@ -62,21 +40,21 @@ def run_demo(plan: DemoPlan) -> int:
     task_data = out / "data" / f"{plan.suite}_1demo"
     base, sft = out / "base", out / "sft_1demo"
     grpo_dir = out / "grpo"
-    _run("demonstrations of the pretraining pool (disjoint from the evaluation suites)",
-         _svrl("demos", "--suite", "pretrain", "--per-task", str(plan.pretrain_demos_per_task),
+    run_stage("demonstrations of the pretraining pool (disjoint from the evaluation suites)",
+         svrl_command("demos", "--suite", "pretrain", "--per-task", str(plan.pretrain_demos_per_task),
                "--out", str(pool_data), "--image-size", size), pool_data / "meta" / "info.json")  # fmt: skip
-    _run("pretrain the base policy (behaviour cloning on the pool)",
-         _svrl("pretrain", "--data", str(pool_data), "--out", str(base), "--steps", str(plan.pretrain_steps),
+    run_stage("pretrain the base policy (behaviour cloning on the pool)",
+         svrl_command("pretrain", "--data", str(pool_data), "--out", str(base), "--steps", str(plan.pretrain_steps),
                "--image-size", size, "--batch-size", str(plan.pretrain_batch_size), "--preset", "tiny96" if plan.image_size == 96 else "tiny",
                "--threads", str(plan.threads)), base / "config.json")  # fmt: skip
-    _run(f"one demonstration per {plan.suite} task (training initial states only)",
-         _svrl("demos", "--suite", plan.suite, "--per-task", "1", "--split", "train", "--out", str(task_data),
+    run_stage(f"one demonstration per {plan.suite} task (training initial states only)",
+         svrl_command("demos", "--suite", plan.suite, "--per-task", "1", "--split", "train", "--out", str(task_data),
                "--image-size", size), task_data / "meta" / "info.json")  # fmt: skip
-    _run("1-demo SFT from the base",
-         _svrl("sft", "--data", str(task_data), "--init", str(base), "--out", str(sft),
+    run_stage("1-demo SFT from the base",
+         svrl_command("sft", "--data", str(task_data), "--init", str(base), "--out", str(sft),
                "--steps", str(plan.sft_steps), "--threads", str(plan.threads)), sft / "config.json")  # fmt: skip
-    _run("GRPO (SimpleVLA-RL) from the 1-demo SFT policy, evaluated on held-out initial states",
-         _svrl("train", "--config", str(Path(__file__).parent / "configs" / "tiny.yaml"),
+    run_stage("GRPO (SimpleVLA-RL) from the 1-demo SFT policy, evaluated on held-out initial states",
+         svrl_command("train", "--config", str(Path(__file__).parent / "configs" / "tiny.yaml"),
                "--set", f"init_checkpoint={sft}", "--set", f"out_dir={grpo_dir}",
                "--set", f"total_steps={plan.grpo_steps}", "--set", f"env.tasks=[{plan.suite}]",
                "--set", f"env.image_size={plan.image_size}",
@@ -85,8 +63,8 @@ def run_demo(plan: DemoPlan) -> int:
          grpo_dir / "DONE")  # fmt: skip
     (grpo_dir / "DONE").write_text("ok\n")
     final = _latest_policy(grpo_dir)
-    _run("export the final policy to ONNX (what the robot runs)",
-         _svrl("export", "--ckpt", str(final), "--format", "onnx"), final / "policy.onnx")  # fmt: skip
+    run_stage("export the final policy to ONNX (what the robot runs)",
+         svrl_command("export", "--ckpt", str(final), "--format", "onnx"), final / "policy.onnx")  # fmt: skip
     return _summarise(out, grpo_dir)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from svrl_trainer.atomic import save_figure_atomic, write_text_atomic
 from svrl_trainer.catalog import TaskRef
-from svrl_trainer.rollout import EpisodeSpec, collect, max_chunks_for
+from svrl_trainer.rollout import EpisodeSpec, max_chunks_for
 
 
 @dataclass
@@ -80,8 +80,7 @@ class EvalReport:
 
 
 def evaluate(
-    policy,
-    env,
+    engine,
     tasks: list[TaskRef],
     *,
     episodes_per_task: int,
@@ -89,7 +88,10 @@ def evaluate(
     temperature: float = 0.0,
     progress=None,
 ) -> EvalReport:
-    """Run each task from its first `episodes_per_task` evaluation initial states."""
+    """Run each task from its first `episodes_per_task` evaluation initial states.
+
+    `engine` is a `rollout_engine.RolloutEngine` (in process or Ray actors), already synced to the policy.
+    """
     specs: list[EpisodeSpec] = []
     for task in tasks:
         states = task.eval_states
@@ -99,9 +101,7 @@ def evaluate(
             )
         specs += [EpisodeSpec(task.name, state) for state in states[:episodes_per_task]]
     max_steps = max(task.max_steps for task in tasks)
-    batch = collect(
-        policy,
-        env,
+    batch = engine.collect(
         specs,
         temperature=temperature,
         max_chunks=max_chunks_for(max_steps, chunk_length),

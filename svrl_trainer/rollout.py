@@ -127,23 +127,52 @@ def collect(
     *,
     temperature: float,
     max_chunks: int,
-    generator: torch.Generator | None = None,
+    seed: int | None = None,
     keep_observations: bool = True,
     on_wave_done=None,
 ) -> TrajectoryBatch:
     """Roll out every spec, `env.num_envs` at a time; one batched policy forward per chunk.
 
+    Wave i samples from its own generator seeded by (seed, i), so the same specs and seed give the
+    same trajectories whichever process runs which wave (see `rollout_engine.RayRollout`).
     `keep_observations=False` (evaluation) stores no frames: only outcomes, tokens and log-probs.
     """
-    waves = [specs[i : i + env.num_envs] for i in range(0, len(specs), env.num_envs)]
     results = []
-    for wave in waves:
+    for index, wave in enumerate(split_waves(specs, env.num_envs)):
         results.append(
-            _collect_wave(policy, env, list(wave), temperature, max_chunks, generator, keep_observations)
+            collect_wave(policy, env, wave, index, seed, temperature, max_chunks, keep_observations)
         )
         if on_wave_done is not None:
             on_wave_done(len(wave))
     return TrajectoryBatch.concatenate(results)
+
+
+def split_waves(specs: Sequence[EpisodeSpec], width: int) -> list[list[EpisodeSpec]]:
+    return [list(specs[i : i + width]) for i in range(0, len(specs), width)]
+
+
+def wave_generator(seed: int | None, wave_index: int) -> torch.Generator | None:
+    """A sampling generator that depends only on the run's round seed and the wave's index."""
+    if seed is None:
+        return None
+    state = np.random.SeedSequence([seed, wave_index]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def collect_wave(
+    policy: ChunkPolicy,
+    env: ChunkedVectorEnv,
+    specs: list[EpisodeSpec],
+    wave_index: int,
+    seed: int | None,
+    temperature: float,
+    max_chunks: int,
+    keep_observations: bool = True,
+) -> TrajectoryBatch:
+    """One wave of at most `env.num_envs` episodes, sampled from `wave_generator(seed, wave_index)`."""
+    return _collect_wave(
+        policy, env, specs, temperature, max_chunks, wave_generator(seed, wave_index), keep_observations
+    )
 
 
 def _collect_wave(

@@ -8,6 +8,7 @@ kill at any moment leaves either the previous checkpoint or the new one, never h
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -21,6 +22,8 @@ from safetensors.torch import load_file, save_file
 OPTIMIZER_TENSORS = "optimizer.safetensors"
 STATE_JSON = "trainer_state.json"
 COMPLETE_MARKER = "COMPLETE"
+
+log = logging.getLogger(__name__)
 
 
 def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -49,23 +52,21 @@ def optimizer_from_flat(
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def rng_state(numpy_rng: np.random.Generator, torch_generator: torch.Generator) -> dict[str, Any]:
+def rng_state(numpy_rng: np.random.Generator) -> dict[str, Any]:
+    """The run's generators. Rollout sampling needs none of its own: each round's seed comes from
+    `numpy_rng`, and every wave derives its sampler from that seed (see `rollout.wave_generator`)."""
     return {
         "python": _jsonable(random.getstate()),
         "numpy": numpy_rng.bit_generator.state,
         "torch_global": torch.get_rng_state().tolist(),
-        "torch_sampling": torch_generator.get_state().tolist(),
     }
 
 
-def restore_rng(
-    state: dict[str, Any], numpy_rng: np.random.Generator, torch_generator: torch.Generator
-) -> None:
+def restore_rng(state: dict[str, Any], numpy_rng: np.random.Generator) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     numpy_rng.bit_generator.state = state["numpy"]
     torch.set_rng_state(torch.tensor(state["torch_global"], dtype=torch.uint8))
-    torch_generator.set_state(torch.tensor(state["torch_sampling"], dtype=torch.uint8))
 
 
 def write_atomically(final_dir: Path, fill) -> Path:
@@ -90,19 +91,28 @@ def write_atomically(final_dir: Path, fill) -> Path:
     return final_dir
 
 
-def save_run_state(directory: Path, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """Write optimizer tensors + JSON state into an (already temporary) directory."""
-    tensors, meta = optimizer_to_flat(optimizer)
-    save_file(tensors, str(directory / OPTIMIZER_TENSORS))
+def save_run_state(directory: Path, optimizer: torch.optim.Optimizer | None, state: dict[str, Any]) -> None:
+    """Write optimizer tensors + JSON state into an (already temporary) directory.
+
+    `optimizer=None` (an FSDP learner, whose moments are sharded over ranks) saves no optimizer state.
+    """
+    meta = None
+    if optimizer is not None:
+        tensors, meta = optimizer_to_flat(optimizer)
+        save_file(tensors, str(directory / OPTIMIZER_TENSORS))
     (directory / STATE_JSON).write_text(json.dumps({"optimizer": meta, **state}, indent=1))
 
 
-def load_run_state(directory: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def load_run_state(directory: Path, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
     directory = Path(directory)
     if not (directory / COMPLETE_MARKER).exists():
         raise FileNotFoundError(f"{directory} is not a complete checkpoint (no {COMPLETE_MARKER} marker)")
     state = json.loads((directory / STATE_JSON).read_text())
-    optimizer_from_flat(optimizer, load_file(str(directory / OPTIMIZER_TENSORS)), state.pop("optimizer"))
+    meta = state.pop("optimizer")
+    if optimizer is not None and meta is None:
+        log.warning("%s holds no optimizer state (an FSDP run): Adam's moments start from zero", directory)
+    elif optimizer is not None:
+        optimizer_from_flat(optimizer, load_file(str(directory / OPTIMIZER_TENSORS)), meta)
     return state
 
 

@@ -22,11 +22,13 @@ import torch
 import yaml
 
 from svrl_trainer.atomic import save_figure_atomic, write_text_atomic
-from svrl_trainer.catalog import TaskRef, make_env, resolve_tasks
+from svrl_trainer.catalog import TaskRef, resolve_tasks
 from svrl_trainer.config import TrainConfig, config_to_dict
+from svrl_trainer.distributed import full_state_dict, init_from_env, wrap_learner
 from svrl_trainer.evaluate import EvalReport, evaluate
 from svrl_trainer.grpo import GrpoLossConfig, group_advantages, keep_groups
-from svrl_trainer.rollout import EpisodeSpec, TrajectoryBatch, collect, max_chunks_for
+from svrl_trainer.rollout import EpisodeSpec, TrajectoryBatch, max_chunks_for
+from svrl_trainer.rollout_engine import make_rollout_engine
 from svrl_trainer.run_state import (
     COMPLETE_MARKER,
     load_run_state,
@@ -36,6 +38,7 @@ from svrl_trainer.run_state import (
     write_atomically,
 )
 from svrl_trainer.update import UpdateConfig, grpo_update
+from svrl_trainer.videos import record_eval_videos
 
 log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
@@ -47,12 +50,13 @@ class GrpoTrainer:
 
         self.config = config
         self.out_dir = Path(config.out_dir)
+        self.dist = init_from_env()  # rank 0 of 1 unless started by torchrun
         torch.set_num_threads(config.threads)
         self.tasks: list[TaskRef] = resolve_tasks(config.env.backend, config.env.tasks)
         self.numpy_rng = np.random.default_rng(config.seed)
-        self.torch_rng = torch.Generator().manual_seed(config.seed)
         torch.manual_seed(config.seed)
         self.step = 0
+        self.training_s = 0.0  # rollout + update time of all steps so far, across resumes
         self.history: list[dict[str, Any]] = []
 
         latest = latest_checkpoint(self.out_dir) if resume else None
@@ -63,18 +67,26 @@ class GrpoTrainer:
         source = latest / "policy" if latest else Path(config.init_checkpoint)
         if not config.init_checkpoint and latest is None:
             raise ValueError("init_checkpoint is empty: GRPO starts from an SFT checkpoint (see `svrl sft`)")
-        self.policy = Policy.from_pretrained(source)
+        self.policy = Policy.from_pretrained(source).to(self.dist.device())
         self.policy.eval()
+        # FSDP shards the learner's weights; rank 0 rolls out and checkpoints from a full copy
+        fsdp = self.dist.enabled and config.learner.strategy == "fsdp"
+        self.rollout_policy = (
+            Policy.from_pretrained(source).eval() if fsdp and self.dist.is_main else self.policy
+        )
+        self.learner = wrap_learner(self.policy, self.dist, config.learner.strategy)
+        self._optimizer_checkpointed = not fsdp  # FSDP's Adam moments are sharded: not saved (yet)
         self.chunk_length = self.policy.config.chunk_len
         self.action_dim = self.policy.config.action_dim
         self.optimizer = torch.optim.AdamW(
             self.policy.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
         )
         if latest is not None:
-            state = load_run_state(latest, self.optimizer)
+            state = load_run_state(latest, self.optimizer if self._optimizer_checkpointed else None)
             self.step = state["step"]
             self.history = state["history"]
-            restore_rng(state["rng"], self.numpy_rng, self.torch_rng)
+            self.training_s = float(state.get("training_s", 0.0))
+            restore_rng(state["rng"], self.numpy_rng)
             log.info("resumed %s at step %d", latest, self.step)
         self.loss_config = GrpoLossConfig(
             clip_ratio_low=config.grpo.clip_ratio_low,
@@ -94,39 +106,114 @@ class GrpoTrainer:
             grad_clip=config.optim.grad_clip,
         )
         self.max_chunks = max_chunks_for(max(t.max_steps for t in self.tasks), self.chunk_length)
-        self.env = make_env(
-            config.env.backend,
-            config.env.num_envs,
-            image_size=config.env.image_size,
-            num_workers=config.env.num_workers,
+        self.rollout = (
+            None
+            if not self.dist.is_main
+            else make_rollout_engine(
+                config.rollout.backend,
+                self.rollout_policy,
+                backend=config.env.backend,
+                num_envs=config.env.num_envs,
+                image_size=config.env.image_size,
+                num_workers=config.env.num_workers,
+                num_actors=config.rollout.num_actors,
+                threads=config.threads,
+                address=config.rollout.address,
+            )
         )
-        self._tb = _tensorboard(self.out_dir / "tb")
+        self._tb = _tensorboard(self.out_dir / "tb") if self.dist.is_main else None
 
     # ------------------------------------------------------------------ the loop
     def train(self, progress=None) -> list[dict[str, Any]]:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(
-            self.out_dir / "config.yaml", yaml.safe_dump(config_to_dict(self.config), sort_keys=False)
-        )
         cfg = self.config
-        if self.step == 0 and cfg.eval.before_training and cfg.eval.every:
+        main = self.dist.is_main
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(
+                self.out_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+            )
+        if main and self.step == 0 and cfg.eval.before_training and cfg.eval.every:
             self._evaluate()
+        budget_s = 60.0 * cfg.time_budget_minutes
         while self.step < cfg.total_steps:
             metrics = self.train_step()
+            self.training_s += metrics["time/step_s"]
+            metrics["time/training_s"] = self.training_s
+            out_of_time = self.dist.broadcast(budget_s > 0 and self.training_s >= budget_s)
+            last = self.step == cfg.total_steps or out_of_time
+            if not main:
+                if out_of_time:
+                    break
+                continue
             if progress is not None:
                 progress(metrics)
-            if cfg.eval.every and (self.step % cfg.eval.every == 0 or self.step == cfg.total_steps):
+            if cfg.eval.every and (self.step % cfg.eval.every == 0 or last):
                 metrics.update(self._evaluate())
             self._log(metrics)
-            if cfg.checkpoint.every and (
-                self.step % cfg.checkpoint.every == 0 or self.step == cfg.total_steps
-            ):
+            if cfg.checkpoint.every and (self.step % cfg.checkpoint.every == 0 or last):
                 self.save_checkpoint()
-        plot_learning_curve(self.history, self.out_dir / "learning_curve.png")
+            if out_of_time:
+                log.info("time budget of %.1f min spent at step %d", cfg.time_budget_minutes, self.step)
+                break
+        if main:
+            plot_learning_curve(self.history, self.out_dir / "learning_curve.png")
         return self.history
 
     def train_step(self) -> dict[str, Any]:
-        """Collect a batch of valid groups, then one GRPO update. Increments `self.step`."""
+        """Collect a batch of valid groups (rank 0), then one GRPO update (every rank). Increments `self.step`."""
+        started = time.perf_counter()
+        batch, metrics, update_seed = self._collect_batch() if self.dist.is_main else (None, {}, 0)
+        batch, metrics, update_seed = self.dist.broadcast((batch, metrics, update_seed))
+        self.step += 1
+        metrics["step"] = self.step
+        if batch is None:
+            log.warning("step %d: every sampled group was all-success or all-fail; no update", self.step)
+            metrics["train/updated"] = 0
+            metrics["time/step_s"] = time.perf_counter() - started
+            return metrics
+        advantages = group_advantages(
+            torch.from_numpy(batch.rewards), torch.from_numpy(batch.group_ids)
+        ).numpy()
+        t = time.perf_counter()
+        stats = grpo_update(
+            self.policy,
+            self.optimizer,
+            batch,
+            advantages,
+            self.action_dim,
+            self.update_config,
+            self.loss_config,
+            np.random.default_rng(update_seed),
+            learner=self.learner,
+            dist=self.dist,
+        )
+        self._sync_rollout_weights()
+        metrics.update(
+            {
+                "train/updated": 1,
+                "train/trajectories": batch.size,
+                "train/loss": stats.loss,
+                "train/clip_fraction": stats.clip_fraction,
+                "train/approx_kl": stats.approx_kl,
+                "train/entropy": stats.entropy,
+                "train/grad_norm": stats.grad_norm,
+                "time/update_s": time.perf_counter() - t,
+                "memory/bytes_per_policy_step": batch.stored_bytes_per_step(),
+                "time/step_s": time.perf_counter() - started,
+            }
+        )
+        return metrics
+
+    def _sync_rollout_weights(self) -> None:
+        full = full_state_dict(self.learner, self.dist)  # collective under FSDP
+        if not self.dist.is_main:
+            return
+        if full is not None:
+            self.rollout_policy.load_state_dict(full)
+        self.rollout.sync(self.rollout_policy)
+
+    def _collect_batch(self) -> tuple[TrajectoryBatch | None, dict[str, Any], int]:
+        """Dynamic sampling: roll out groups until `groups_per_batch` have mixed outcomes (or rounds run out)."""
         cfg = self.config.grpo
         started = time.perf_counter()
         kept: list[TrajectoryBatch] = []
@@ -142,13 +229,11 @@ class GrpoTrainer:
                 state = task.train_states[int(self.numpy_rng.integers(len(task.train_states)))]
                 specs += [EpisodeSpec(task.name, state, next_group_id)] * cfg.group_size
                 next_group_id += 1
-            batch = collect(
-                self.policy,
-                self.env,
+            batch = self.rollout.collect(
                 specs,
                 temperature=cfg.temperature,
                 max_chunks=self.max_chunks,
-                generator=self.torch_rng,
+                seed=int(self.numpy_rng.integers(2**63)),
             )
             for k, v in batch.timing.items():
                 timing[k] += v
@@ -164,55 +249,22 @@ class GrpoTrainer:
             if keep.any():
                 kept.append(batch.select(np.flatnonzero(keep)))
                 kept_groups += len(np.unique(batch.group_ids[keep]))
-        rollout_s = time.perf_counter() - started
-        self.step += 1
         metrics: dict[str, Any] = {
-            "step": self.step,
             "rollout/sampled_success": float(np.mean(sampled_success)),
             "rollout/kept_group_fraction": kept_groups / max(sampled_groups, 1),
             "rollout/sampling_rounds": rounds,
-            "time/rollout_s": rollout_s,
+            "time/rollout_s": time.perf_counter() - started,
             **{f"time/{k}": v for k, v in timing.items()},
         }
-        if not kept:
-            log.warning("step %d: every sampled group was all-success or all-fail; no update", self.step)
-            metrics["train/updated"] = 0
-            return metrics
-        batch = TrajectoryBatch.concatenate(kept)
-        advantages = group_advantages(
-            torch.from_numpy(batch.rewards), torch.from_numpy(batch.group_ids)
-        ).numpy()
-        t = time.perf_counter()
-        stats = grpo_update(
-            self.policy,
-            self.optimizer,
-            batch,
-            advantages,
-            self.action_dim,
-            self.update_config,
-            self.loss_config,
-            self.numpy_rng,
-        )
-        metrics.update(
-            {
-                "train/updated": 1,
-                "train/trajectories": batch.size,
-                "train/loss": stats.loss,
-                "train/clip_fraction": stats.clip_fraction,
-                "train/approx_kl": stats.approx_kl,
-                "train/entropy": stats.entropy,
-                "train/grad_norm": stats.grad_norm,
-                "time/update_s": time.perf_counter() - t,
-                "memory/bytes_per_policy_step": batch.stored_bytes_per_step(),
-            }
-        )
-        return metrics
+        batch = TrajectoryBatch.concatenate(kept) if kept else None
+        return batch, metrics, int(self.numpy_rng.integers(2**63))
 
     # ------------------------------------------------------------------ evaluation, logging, checkpoints
     def evaluate(self, episodes_per_task: int | None = None) -> EvalReport:
+        if not self.dist.is_main:
+            raise RuntimeError("evaluation runs on rank 0, which owns the rollouts")
         return evaluate(
-            self.policy,
-            self.env,
+            self.rollout,
             self.tasks,
             episodes_per_task=episodes_per_task or self.config.eval.episodes_per_task,
             chunk_length=self.chunk_length,
@@ -220,7 +272,13 @@ class GrpoTrainer:
 
     def _evaluate(self) -> dict[str, Any]:
         report = self.evaluate()
-        report.write(self.out_dir / f"eval_step_{self.step:06d}", title=f"step {self.step}")
+        report_dir = self.out_dir / f"eval_step_{self.step:06d}"
+        report.write(report_dir, title=f"step {self.step}")
+        if self.config.eval.videos_per_task:
+            record_eval_videos(
+                self.rollout, self.tasks, per_task=self.config.eval.videos_per_task,
+                chunk_length=self.chunk_length, out_dir=report_dir / "videos",
+            )  # fmt: skip
         metrics = {"eval/success": report.overall, **{f"eval/{s}": v for s, v in report.suites().items()}}
         if self.step == 0:
             self._log({"step": 0, **metrics})
@@ -240,14 +298,15 @@ class GrpoTrainer:
         final = self.out_dir / CHECKPOINT_DIR / f"step_{self.step:06d}"
 
         def fill(tmp: Path) -> None:
-            self.policy.save_pretrained(tmp / "policy", metadata={"grpo_step": self.step})
+            self.rollout_policy.save_pretrained(tmp / "policy", metadata={"grpo_step": self.step})
             save_run_state(
                 tmp,
-                self.optimizer,
+                self.optimizer if self._optimizer_checkpointed else None,
                 {
                     "step": self.step,
                     "history": self.history,
-                    "rng": rng_state(self.numpy_rng, self.torch_rng),
+                    "training_s": self.training_s,
+                    "rng": rng_state(self.numpy_rng),
                     "config": config_to_dict(self.config),
                 },
             )
@@ -263,7 +322,8 @@ class GrpoTrainer:
             shutil.rmtree(old, ignore_errors=True)
 
     def close(self) -> None:
-        self.env.close()
+        if self.rollout is not None:
+            self.rollout.close()
         if self._tb is not None:
             self._tb.close()
 

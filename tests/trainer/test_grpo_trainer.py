@@ -113,3 +113,44 @@ def test_shipped_configs_load_with_the_paper_algorithm(name: str) -> None:
     assert g.temperature == (1.6 if name == "paper" else 1.0)  # tiny: see the comment in tiny.yaml
     assert (g.kl_coef, g.entropy_coef, g.dynamic_sampling) == (0.0, 0.0, True)
     assert (g.accuracy_lower, g.accuracy_upper, config.optim.grad_clip) == (0.1, 0.9, 1.0)
+
+
+def test_time_budget_ends_the_run_like_its_last_step(tmp_path, init_checkpoint) -> None:
+    """A run out of training time still evaluates and checkpoints, then stops: `svrl bench learn`'s budget."""
+    history = _run(_config(tmp_path, init_checkpoint), total_steps=50, time_budget_minutes=1e-9)
+    assert [m["step"] for m in history] == [0, 1]
+    assert "eval/success" in history[1] and history[1]["time/training_s"] > 0
+    assert latest_checkpoint(tmp_path / "run").name == "step_000001"
+
+
+def test_eval_videos_show_the_counted_episodes(tmp_path, init_checkpoint) -> None:
+    """One GIF per episode, one frame per chunk, named with the outcome the evaluation counted."""
+    from PIL import Image
+
+    from svrl_trainer.catalog import resolve_tasks
+    from svrl_trainer.evaluate import evaluate
+    from svrl_trainer.rollout_engine import make_rollout_engine
+    from svrl_trainer.videos import record_eval_videos
+
+    policy = Policy.from_pretrained(init_checkpoint)
+    tasks = resolve_tasks("toy", ["toy"])
+    engine = make_rollout_engine("local", policy, backend="toy", num_envs=8, image_size=32, num_workers=None)
+    try:
+        report = evaluate(engine, tasks, episodes_per_task=2, chunk_length=CHUNK)
+        videos = record_eval_videos(engine, tasks, per_task=2, chunk_length=CHUNK, out_dir=tmp_path)
+    finally:
+        engine.close()
+    assert len(videos) == 8 and sorted(videos) == sorted(tmp_path.glob("*.gif"))
+    for result in report.tasks:
+        named = [v for v in videos if v.name.startswith(result.task.replace("/", "__"))]
+        assert sum(v.stem.endswith("_success") for v in named) == result.successes
+    with Image.open(videos[0]) as gif:
+        assert gif.size == (2 * 32, 32) and 1 <= gif.n_frames <= 2  # two cameras side by side; <= 2 chunks
+
+
+def test_paper_config_scales_out_like_simplevla_rl() -> None:
+    config = load_train_config(
+        Path(__file__).resolve().parents[2] / "svrl_trainer" / "configs" / "paper.yaml"
+    )
+    assert (config.rollout.backend, config.learner.strategy) == ("ray", "fsdp")
+    assert (config.grpo.groups_per_batch * config.grpo.group_size, config.optim.lr) == (512, 5e-6)

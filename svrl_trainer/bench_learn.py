@@ -1,0 +1,249 @@
+"""`svrl bench learn`: the paper's data-efficiency experiment on our suites.
+
+    pool demos -> pretrain (base) -> 1 demo/task -> SFT ──> eval ──> GRPO (time budget) -> eval
+                                  └ 10 demos/task -> SFT ─> eval (the baseline GRPO should beat)
+
+Every stage is a public `svrl` command run as a subprocess and skipped when its output exists, so an
+interrupted bench resumes. Every success figure is greedy decoding on the suite's held-out evaluation
+initial states (default 50 per task: 300 episodes for a 6-task suite, so one figure is good to about
++-5 points); demonstrations and GRPO only ever use training states.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from svrl_trainer.atomic import save_figure_atomic, write_text_atomic
+from svrl_trainer.pipeline import console, run_stage, svrl_command
+
+TINY_CONFIG = Path(__file__).parent / "configs" / "tiny.yaml"
+
+
+@dataclass(frozen=True)
+class LearnPlan:
+    out: Path
+    suite: str = "spatial"
+    base: Path | None = None
+    """an existing pretrained base; default: pretrain one in <out>/base"""
+    pretrain_demos_per_task: int = 8
+    pretrain_steps: int = 1500
+    sft_steps: int = 300
+    baseline_demos_per_task: int = 10
+    grpo_minutes: float = 60.0
+    grpo_max_steps: int = 10_000
+    grpo_eval_every: int = 5
+    grpo_eval_episodes_per_task: int = 10
+    eval_episodes_per_task: int = 50
+    image_size: int = 96
+    threads: int = os.cpu_count() or 1
+    grpo_overrides: tuple[str, ...] = ()
+    """extra `--set KEY=VALUE` for the GRPO run (e.g. grpo.temperature=1.2)"""
+
+
+def run_learn_bench(plan: LearnPlan) -> dict[str, Any]:
+    out, size = plan.out, str(plan.image_size)
+    out.mkdir(parents=True, exist_ok=True)
+    stage_s: dict[str, float | None] = {}
+    base = plan.base
+    if base is None:
+        pool, base = out / "data" / "pretrain", out / "base"
+        stage_s["pool_demos"] = run_stage(
+            "demonstrations of the pretraining pool (disjoint from the evaluation suites)",
+            svrl_command("demos", "--suite", "pretrain", "--per-task", str(plan.pretrain_demos_per_task),
+                         "--out", str(pool), "--image-size", size),
+            pool / "meta" / "info.json",
+        )  # fmt: skip
+        stage_s["pretrain"] = run_stage(
+            "pretrain the base policy",
+            svrl_command("pretrain", "--data", str(pool), "--out", str(base), "--steps", str(plan.pretrain_steps),
+                         "--image-size", size, "--preset", "tiny96" if plan.image_size == 96 else "tiny",
+                         "--batch-size", "32", "--threads", str(plan.threads)),
+            base / "config.json",
+        )  # fmt: skip
+    policies = {}
+    for name, demos in (
+        ("sft_1demo", 1),
+        (f"sft_{plan.baseline_demos_per_task}demo", plan.baseline_demos_per_task),
+    ):
+        data, ckpt = out / "data" / f"{plan.suite}_{demos}demo", out / name
+        stage_s[f"{name}_demos"] = run_stage(
+            f"{demos} demonstration(s) per {plan.suite} task (training initial states)",
+            svrl_command("demos", "--suite", plan.suite, "--per-task", str(demos), "--split", "train",
+                         "--out", str(data), "--image-size", size),
+            data / "meta" / "info.json",
+        )  # fmt: skip
+        stage_s[name] = run_stage(
+            f"SFT on {demos} demo(s) per task from the base",
+            svrl_command("sft", "--data", str(data), "--init", str(base), "--out", str(ckpt),
+                         "--steps", str(plan.sft_steps), "--threads", str(plan.threads)),
+            ckpt / "config.json",
+        )  # fmt: skip
+        policies[name] = ckpt
+    grpo_dir = out / "grpo"
+    overrides = [
+        f"init_checkpoint={policies['sft_1demo']}", f"out_dir={grpo_dir}", f"env.tasks=[{plan.suite}]",
+        f"env.image_size={plan.image_size}", f"total_steps={plan.grpo_max_steps}",
+        f"time_budget_minutes={plan.grpo_minutes}", f"eval.every={plan.grpo_eval_every}",
+        f"eval.episodes_per_task={plan.grpo_eval_episodes_per_task}", f"checkpoint.every={plan.grpo_eval_every}",
+        *plan.grpo_overrides,
+    ]  # fmt: skip
+    stage_s["grpo"] = run_stage(
+        f"GRPO from the 1-demo SFT policy, {plan.grpo_minutes:g} min of training time",
+        svrl_command("train", "--config", str(TINY_CONFIG), "--resume", *[a for o in overrides for a in ("--set", o)]),
+        grpo_dir / "DONE",
+    )  # fmt: skip
+    (grpo_dir / "DONE").write_text("ok\n")
+    from svrl_trainer.train import latest_checkpoint
+
+    latest = latest_checkpoint(grpo_dir)
+    if latest is None:
+        raise SystemExit(f"no complete GRPO checkpoint in {grpo_dir}")
+    policies["grpo"] = latest / "policy"
+    reports = {}
+    for name, ckpt in policies.items():
+        report_dir = out / "eval" / name
+        stage_s[f"eval_{name}"] = run_stage(
+            f"held-out evaluation of {name}",
+            svrl_command("eval", "--ckpt", str(ckpt), "--tasks", plan.suite, "--image-size", size,
+                         "--episodes-per-task", str(plan.eval_episodes_per_task), "--out", str(report_dir)),
+            report_dir / "eval.json",
+        )  # fmt: skip
+        reports[name] = json.loads((report_dir / "eval.json").read_text())
+    history = [json.loads(line) for line in (grpo_dir / "metrics.jsonl").read_text().splitlines()]
+    result = summarise(plan, reports, history, stage_s)
+    write_text_atomic(out / "bench_learn.json", json.dumps(result, indent=1))
+    write_text_atomic(out / "bench_learn.md", result_table(result))
+    plot_learning(result, history, out / "bench_learn.png")
+    return result
+
+
+def summarise(
+    plan: LearnPlan, reports: dict[str, dict], history: list[dict], stage_s: dict[str, float | None]
+) -> dict[str, Any]:
+    """The bench's figures: held-out success of each policy, the GRPO gain, and where the time went."""
+    steps = [m for m in history if "train/updated" in m]
+    baseline = f"sft_{plan.baseline_demos_per_task}demo"
+    success = {name: r["success_rate"] for name, r in reports.items()}
+    return {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "plan": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(plan).items()},
+        "suite": plan.suite,
+        "episodes_per_figure": {name: r["episodes"] for name, r in reports.items()},
+        "success": success,
+        "per_task": {name: {t["task"]: t["success_rate"] for t in r["tasks"]} for name, r in reports.items()},
+        "grpo_gain_points": 100 * (success["grpo"] - success["sft_1demo"]),
+        "grpo_beats_baseline": success["grpo"] > success[baseline],
+        "grpo_steps": len(steps),
+        "grpo_steps_with_signal": sum(int(m["train/updated"]) for m in steps),
+        "grpo_training_minutes": (steps[-1].get("time/training_s", 0.0) / 60) if steps else 0.0,
+        "stage_seconds": stage_s,
+        "finished": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def result_table(result: dict[str, Any]) -> str:
+    n = result["plan"]["baseline_demos_per_task"]
+    rows = [
+        ("1-demo SFT (GRPO start)", "sft_1demo"),
+        (f"{n}-demo SFT (baseline)", f"sft_{n}demo"),
+        (
+            f"1-demo SFT + GRPO ({result['grpo_steps']} steps, {result['grpo_training_minutes']:.0f} min)",
+            "grpo",
+        ),
+    ]
+    lines = [f"| {result['suite']} suite, held-out | episodes | success |", "|---|---|---|"]
+    lines += [
+        f"| {label} | {result['episodes_per_figure'][key]} | {100 * result['success'][key]:.1f} % |"
+        for label, key in rows
+    ]
+    lines.append(
+        f"\nGRPO gain: {result['grpo_gain_points']:+.1f} points; steps whose batch held a mixed-outcome "
+        f"group (a learning signal): {result['grpo_steps_with_signal']} of {result['grpo_steps']}. "
+        f"Machine: {result['machine']}.\n"
+    )
+    return "\n".join(lines)
+
+
+def plot_learning(result: dict[str, Any], history: list[dict], path: Path) -> None:
+    """GRPO's held-out curve against training minutes, with both SFT policies as reference lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = [
+        (m.get("time/training_s", 0.0) / 60, 100 * m["eval/success"]) for m in history if "eval/success" in m
+    ]
+    n = result["plan"]["baseline_demos_per_task"]
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    if curve:
+        ax.plot(*zip(*curve, strict=True), "o-", color="#c44e52", label="1-demo SFT + GRPO (periodic eval)")
+    for key, label, colour in (
+        ("sft_1demo", "1-demo SFT", "#8c8c8c"),
+        (f"sft_{n}demo", f"{n}-demo SFT", "#4c72b0"),
+    ):
+        ax.axhline(
+            100 * result["success"][key],
+            ls="--",
+            color=colour,
+            label=f"{label}: {100 * result['success'][key]:.1f} %",
+        )
+    ax.plot([result["grpo_training_minutes"]], [100 * result["success"]["grpo"]], "*", ms=14, color="#c44e52",
+            label=f"GRPO final: {100 * result['success']['grpo']:.1f} %")  # fmt: skip
+    ax.set_xlabel("GRPO training time (min)")
+    ax.set_ylabel("held-out success (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"{result['suite']}: data efficiency ({result['machine']})", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    save_figure_atomic(fig, path)
+
+
+def register_bench(bench_sub: argparse._SubParsersAction) -> None:
+    p = bench_sub.add_parser("learn", help="1-demo SFT -> GRPO vs a 10-demo SFT baseline, held-out success")
+    p.add_argument("--out", type=Path, default=Path("runs/bench_learn"))
+    p.add_argument("--suite", default="spatial", choices=["spatial", "object", "goal", "long"])
+    p.add_argument(
+        "--base", type=Path, default=None, help="reuse this pretrained base instead of pretraining"
+    )
+    p.add_argument("--pretrain-steps", type=int, default=LearnPlan.pretrain_steps)
+    p.add_argument("--pretrain-demos-per-task", type=int, default=LearnPlan.pretrain_demos_per_task)
+    p.add_argument("--sft-steps", type=int, default=LearnPlan.sft_steps)
+    p.add_argument("--baseline-demos-per-task", type=int, default=LearnPlan.baseline_demos_per_task)
+    p.add_argument("--grpo-minutes", type=float, default=LearnPlan.grpo_minutes)
+    p.add_argument("--grpo-max-steps", type=int, default=LearnPlan.grpo_max_steps)
+    p.add_argument("--grpo-eval-every", type=int, default=LearnPlan.grpo_eval_every)
+    p.add_argument("--grpo-eval-episodes-per-task", type=int, default=LearnPlan.grpo_eval_episodes_per_task)
+    p.add_argument("--eval-episodes-per-task", type=int, default=LearnPlan.eval_episodes_per_task)
+    p.add_argument("--image-size", type=int, default=LearnPlan.image_size)
+    p.add_argument("--grpo-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra GRPO config override (repeatable)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    plan = LearnPlan(
+        out=args.out, suite=args.suite, base=args.base, pretrain_steps=args.pretrain_steps,
+        pretrain_demos_per_task=args.pretrain_demos_per_task, sft_steps=args.sft_steps,
+        baseline_demos_per_task=args.baseline_demos_per_task, grpo_minutes=args.grpo_minutes,
+        grpo_max_steps=args.grpo_max_steps, grpo_eval_every=args.grpo_eval_every,
+        grpo_eval_episodes_per_task=args.grpo_eval_episodes_per_task,
+        eval_episodes_per_task=args.eval_episodes_per_task, image_size=args.image_size,
+        grpo_overrides=tuple(args.grpo_set),
+    )  # fmt: skip
+    result = run_learn_bench(plan)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        console.rule("[bold]bench learn")
+        console.print(result_table(result))
+        console.print(f"curve: {plan.out / 'bench_learn.png'}")
+    return 0
