@@ -117,7 +117,7 @@ def gradient_sync(learner: nn.Module, enabled: bool) -> Iterator[None]:
 
 def full_state_dict(learner: nn.Module, ctx: DistContext) -> dict[str, torch.Tensor] | None:
     """FSDP: gather the whole model onto rank 0's CPU (collective: every rank calls it); else None."""
-    if not (ctx.enabled and hasattr(learner, "set_requires_gradient_sync")):
+    if not _is_sharded(learner, ctx):
         return None
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -128,3 +128,30 @@ def full_state_dict(learner: nn.Module, ctx: DistContext) -> dict[str, torch.Ten
 def scalar(value: torch.Tensor) -> float:
     """A float from a tensor that may be an FSDP DTensor (e.g. the clipped gradient norm)."""
     return float(value.full_tensor() if hasattr(value, "full_tensor") else value)
+
+
+def _is_sharded(learner: nn.Module, ctx: DistContext) -> bool:
+    return ctx.enabled and hasattr(learner, "set_requires_gradient_sync")
+
+
+def optimizer_state(learner: nn.Module, optimizer: torch.optim.Optimizer, ctx: DistContext) -> dict[str, Any]:
+    """The optimizer's state for a checkpoint. FSDP: gathered whole (keyed by parameter name) onto rank
+    0's CPU; every rank must call it. Otherwise the local state dict (identical on every DDP rank)."""
+    if not _is_sharded(learner, ctx):
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_optimizer_state_dict(learner, optimizer, options=options)
+
+
+def load_optimizer_state(
+    learner: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], ctx: DistContext
+) -> None:
+    """Inverse of `optimizer_state`; under FSDP each rank keeps its shard of the full state."""
+    if not _is_sharded(learner, ctx):
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(learner, optimizer, state, options=StateDictOptions(full_state_dict=True))

@@ -8,7 +8,6 @@ kill at any moment leaves either the previous checkpoint or the new one, never h
 from __future__ import annotations
 
 import json
-import logging
 import os
 import random
 import shutil
@@ -23,33 +22,35 @@ OPTIMIZER_TENSORS = "optimizer.safetensors"
 STATE_JSON = "trainer_state.json"
 COMPLETE_MARKER = "COMPLETE"
 
-log = logging.getLogger(__name__)
 
+def optimizer_state_to_flat(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state dict into named tensors and a JSON-able remainder.
 
-def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer state_dict into named tensors and a JSON-able remainder."""
-    state = optimizer.state_dict()
+    Parameters are keyed by index (`optimizer.state_dict()`) or by name (a gathered FSDP state);
+    tensors are stored as `<param>.<key>`, and optimizer keys (exp_avg, step...) contain no dot.
+    """
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
-    for param_id, param_state in state["state"].items():
+    for param, param_state in state["state"].items():
         for key, value in param_state.items():
             if torch.is_tensor(value):
-                tensors[f"{param_id}.{key}"] = value.detach().cpu().contiguous()
+                tensors[f"{param}.{key}"] = value.detach().cpu().contiguous()
             else:
-                scalars.setdefault(str(param_id), {})[key] = value
+                scalars.setdefault(str(param), {})[key] = value
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def optimizer_from_flat(
-    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
-) -> None:
-    state: dict[int, dict[str, Any]] = {}
+def optimizer_state_from_flat(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    def param_key(name: str) -> int | str:
+        return int(name) if name.isdigit() else name
+
+    state: dict[int | str, dict[str, Any]] = {}
     for name, value in tensors.items():
-        param_id, key = name.split(".", 1)
-        state.setdefault(int(param_id), {})[key] = value
-    for param_id, values in meta["scalars"].items():
-        state.setdefault(int(param_id), {}).update(values)
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        param, key = name.rsplit(".", 1)
+        state.setdefault(param_key(param), {})[key] = value
+    for param, values in meta["scalars"].items():
+        state.setdefault(param_key(param), {}).update(values)
+    return {"state": state, "param_groups": meta["param_groups"]}
 
 
 def rng_state(numpy_rng: np.random.Generator) -> dict[str, Any]:
@@ -91,29 +92,23 @@ def write_atomically(final_dir: Path, fill) -> Path:
     return final_dir
 
 
-def save_run_state(directory: Path, optimizer: torch.optim.Optimizer | None, state: dict[str, Any]) -> None:
-    """Write optimizer tensors + JSON state into an (already temporary) directory.
-
-    `optimizer=None` (an FSDP learner, whose moments are sharded over ranks) saves no optimizer state.
-    """
-    meta = None
-    if optimizer is not None:
-        tensors, meta = optimizer_to_flat(optimizer)
-        save_file(tensors, str(directory / OPTIMIZER_TENSORS))
+def save_run_state(directory: Path, optimizer_state: dict[str, Any], state: dict[str, Any]) -> None:
+    """Write optimizer tensors + JSON state into an (already temporary) directory."""
+    tensors, meta = optimizer_state_to_flat(optimizer_state)
+    save_file(tensors, str(directory / OPTIMIZER_TENSORS))
     (directory / STATE_JSON).write_text(json.dumps({"optimizer": meta, **state}, indent=1))
 
 
-def load_run_state(directory: Path, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+def load_run_state(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(trainer state, optimizer state dict) of a complete checkpoint."""
     directory = Path(directory)
     if not (directory / COMPLETE_MARKER).exists():
         raise FileNotFoundError(f"{directory} is not a complete checkpoint (no {COMPLETE_MARKER} marker)")
     state = json.loads((directory / STATE_JSON).read_text())
-    meta = state.pop("optimizer")
-    if optimizer is not None and meta is None:
-        log.warning("%s holds no optimizer state (an FSDP run): Adam's moments start from zero", directory)
-    elif optimizer is not None:
-        optimizer_from_flat(optimizer, load_file(str(directory / OPTIMIZER_TENSORS)), meta)
-    return state
+    optimizer = optimizer_state_from_flat(
+        load_file(str(directory / OPTIMIZER_TENSORS)), state.pop("optimizer")
+    )
+    return state, optimizer
 
 
 def _jsonable(value: Any) -> Any:

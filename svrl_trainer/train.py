@@ -24,7 +24,13 @@ import yaml
 from svrl_trainer.atomic import save_figure_atomic, write_text_atomic
 from svrl_trainer.catalog import TaskRef, resolve_tasks
 from svrl_trainer.config import TrainConfig, config_to_dict
-from svrl_trainer.distributed import full_state_dict, init_from_env, wrap_learner
+from svrl_trainer.distributed import (
+    full_state_dict,
+    init_from_env,
+    load_optimizer_state,
+    optimizer_state,
+    wrap_learner,
+)
 from svrl_trainer.evaluate import EvalReport, evaluate
 from svrl_trainer.grpo import GrpoLossConfig, group_advantages, keep_groups
 from svrl_trainer.rollout import EpisodeSpec, TrajectoryBatch, max_chunks_for
@@ -75,14 +81,14 @@ class GrpoTrainer:
             Policy.from_pretrained(source).eval() if fsdp and self.dist.is_main else self.policy
         )
         self.learner = wrap_learner(self.policy, self.dist, config.learner.strategy)
-        self._optimizer_checkpointed = not fsdp  # FSDP's Adam moments are sharded: not saved (yet)
         self.chunk_length = self.policy.config.chunk_len
         self.action_dim = self.policy.config.action_dim
         self.optimizer = torch.optim.AdamW(
             self.policy.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
         )
         if latest is not None:
-            state = load_run_state(latest, self.optimizer if self._optimizer_checkpointed else None)
+            state, optimizer_state = load_run_state(latest)
+            load_optimizer_state(self.learner, self.optimizer, optimizer_state, self.dist)
             self.step = state["step"]
             self.history = state["history"]
             self.training_s = float(state.get("training_s", 0.0))
@@ -121,7 +127,15 @@ class GrpoTrainer:
                 address=config.rollout.address,
             )
         )
-        self._tb = _tensorboard(self.out_dir / "tb") if self.dist.is_main else None
+        self._tb = None
+        if self.dist.is_main:
+            # A killed run may have logged steps after its last checkpoint; those steps are redone, so
+            # the logs restart from the checkpoint too (TensorBoard drops its events after that step).
+            self._tb = _tensorboard(self.out_dir / "tb", purge_step=self.step + 1 if latest else None)
+            if latest is not None:
+                write_text_atomic(
+                    self.out_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in self.history)
+                )
 
     # ------------------------------------------------------------------ the loop
     def train(self, progress=None) -> list[dict[str, Any]]:
@@ -141,17 +155,17 @@ class GrpoTrainer:
             metrics["time/training_s"] = self.training_s
             out_of_time = self.dist.broadcast(budget_s > 0 and self.training_s >= budget_s)
             last = self.step == cfg.total_steps or out_of_time
-            if not main:
-                if out_of_time:
-                    break
-                continue
-            if progress is not None:
-                progress(metrics)
-            if cfg.eval.every and (self.step % cfg.eval.every == 0 or last):
-                metrics.update(self._evaluate())
-            self._log(metrics)
-            if cfg.checkpoint.every and (self.step % cfg.checkpoint.every == 0 or last):
-                self.save_checkpoint()
+            checkpoint_now = cfg.checkpoint.every and (self.step % cfg.checkpoint.every == 0 or last)
+            # gathered on every rank (FSDP shards it), written by rank 0
+            optim_state = optimizer_state(self.learner, self.optimizer, self.dist) if checkpoint_now else None
+            if main:
+                if progress is not None:
+                    progress(metrics)
+                if cfg.eval.every and (self.step % cfg.eval.every == 0 or last):
+                    metrics.update(self._evaluate())
+                self._log(metrics)
+                if checkpoint_now:
+                    self.save_checkpoint(optim_state)
             if out_of_time:
                 log.info("time budget of %.1f min spent at step %d", cfg.time_budget_minutes, self.step)
                 break
@@ -294,14 +308,17 @@ class GrpoTrainer:
                     self._tb.add_scalar(key, value, metrics["step"])
             self._tb.flush()
 
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self, optim_state: dict[str, Any] | None = None) -> Path:
+        """Rank 0 writes; `optim_state` is the gathered state under FSDP (see `train`)."""
+        if optim_state is None:
+            optim_state = self.optimizer.state_dict()
         final = self.out_dir / CHECKPOINT_DIR / f"step_{self.step:06d}"
 
         def fill(tmp: Path) -> None:
             self.rollout_policy.save_pretrained(tmp / "policy", metadata={"grpo_step": self.step})
             save_run_state(
                 tmp,
-                self.optimizer if self._optimizer_checkpointed else None,
+                optim_state,
                 {
                     "step": self.step,
                     "history": self.history,
@@ -336,13 +353,13 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return candidates[-1] if candidates else None
 
 
-def _tensorboard(directory: Path):
+def _tensorboard(directory: Path, purge_step: int | None = None):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         log.warning("tensorboard is not installed: metrics go to metrics.jsonl only")
         return None
-    return SummaryWriter(str(directory))
+    return SummaryWriter(str(directory), purge_step=purge_step)
 
 
 def plot_learning_curve(history: list[dict[str, Any]], path: Path) -> None:

@@ -1,5 +1,6 @@
 """The data-parallel learner (DDP, FSDP) under torchrun: two CPU ranks over gloo update the policy exactly
-as one process does, because each rank backpropagates its share with the whole mini-batch's weights."""
+as one process does, because each rank backpropagates its share with the whole mini-batch's weights;
+and a two-rank run stopped after one step resumes (weights, sharded AdamW moments, RNG) exactly."""
 
 from __future__ import annotations
 
@@ -48,12 +49,24 @@ def test_two_ranks_learn_exactly_what_one_process_learns(tmp_path, init_checkpoi
 
     ranks = _config(tmp_path / "ranks", init_checkpoint, **settings)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "svrl_trainer.cli", "train", "--config", str(ranks), "--set", f"learner.strategy={strategy}"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-3000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    train = [
+        "-m",
+        "svrl_trainer.cli",
+        "train",
+        "--config",
+        str(ranks),
+        "--set",
+        f"learner.strategy={strategy}",
+    ]
+    for extra in (
+        ["--set", "total_steps=1", "--set", "checkpoint.every=1"],
+        ["--resume"],
+    ):  # stop, then resume
+        run = subprocess.run(
+            [*torchrun, *train, *extra], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
     expected, got = _metrics(tmp_path / "single" / "run"), _metrics(tmp_path / "ranks" / "run")
     assert len(got) == 2 and any("train/loss" in m for m in got)
     for a, b in zip(expected, got, strict=True):

@@ -6,6 +6,8 @@ The bound and the config are set from measurements, not tuned to one lucky run: 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import yaml
@@ -20,8 +22,9 @@ MAX_STEPS = 120
 EVAL_EVERY = 5
 
 
-def test_grpo_lifts_a_random_policy_to_90_percent_on_held_out_states(tmp_path) -> None:
-    seed, chunk, bins = 1, 4, 16  # 16 bins: 8 steps x 2 useful dims is a small enough search space
+def learning_curve(seed: int, tmp_path: Path) -> list[tuple[int, float]]:
+    """(step, held-out greedy success) every EVAL_EVERY steps until >= 90 % or MAX_STEPS."""
+    chunk, bins = 4, 16  # 16 bins: 8 steps x 2 useful dims is a small enough search space
     torch.manual_seed(seed)
     config = get_preset("debug", chunk_len=chunk, image_size=32, augment_shift=0, num_bins=bins)
     codec = ActionCodec(
@@ -53,5 +56,10 @@ def test_grpo_lifts_a_random_policy_to_90_percent_on_held_out_states(tmp_path) -
                 curve.append((trainer.step, trainer.evaluate().overall))
     finally:
         trainer.close()
+    return curve
+
+
+def test_grpo_lifts_a_random_policy_to_90_percent_on_held_out_states(tmp_path) -> None:
+    curve = learning_curve(1, tmp_path)
     assert curve[0][1] <= 0.5, f"the random start is already good: {curve}"
     assert curve[-1][1] >= 0.9, f"GRPO did not reach 90 % held-out success in {MAX_STEPS} steps: {curve}"

@@ -154,3 +154,38 @@ def test_paper_config_scales_out_like_simplevla_rl() -> None:
     )
     assert (config.rollout.backend, config.learner.strategy) == ("ray", "fsdp")
     assert (config.grpo.groups_per_batch * config.grpo.group_size, config.optim.lr) == (512, 5e-6)
+
+
+def test_sigkill_mid_run_then_resume_matches_the_straight_run(tmp_path, init_checkpoint) -> None:
+    """`svrl train` killed with SIGKILL at a random moment resumes from its last complete checkpoint;
+    the steps after it, and the logs, are those of the run that was never interrupted."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    steps = 6
+    straight = _steps(_run(_config(tmp_path / "a", init_checkpoint), total_steps=steps))
+    config = _config(tmp_path / "b", init_checkpoint, total_steps=steps)
+    command = [sys.executable, "-m", "svrl_trainer.cli", "train", "--config", str(config)]
+    run_dir = tmp_path / "b" / "run"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while latest_checkpoint(run_dir) is None or latest_checkpoint(run_dir).name < "step_000002":
+            assert process.poll() is None and time.monotonic() < deadline, "run ended before the kill"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    killed_at = int(latest_checkpoint(run_dir).name.split("_")[1])
+    assert killed_at < steps
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == list(range(steps + 1))  # no step logged twice
+    for step in range(killed_at + 1, steps + 1):
+        got = next(m for m in lines if m["step"] == step)
+        for key in ("rollout/sampled_success", "train/loss", "train/clip_fraction", "train/grad_norm"):
+            assert got.get(key) == straight[step].get(key), (step, key)
