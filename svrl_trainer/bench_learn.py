@@ -37,6 +37,8 @@ class LearnPlan:
     sft_steps: int = 300
     baseline_demos_per_task: int = 10
     grpo_minutes: float = 60.0
+    baseline_grpo_minutes: float = 0.0
+    """also run GRPO from the N-demo baseline for this long (0: not): does RL help a start with signal?"""
     grpo_max_steps: int = 10_000
     grpo_eval_every: int = 5
     grpo_eval_episodes_per_task: int = 10
@@ -86,26 +88,12 @@ def run_learn_bench(plan: LearnPlan) -> dict[str, Any]:
             ckpt / "config.json",
         )  # fmt: skip
         policies[name] = ckpt
-    grpo_dir = out / "grpo"
-    overrides = [
-        f"init_checkpoint={policies['sft_1demo']}", f"out_dir={grpo_dir}", f"env.tasks=[{plan.suite}]",
-        f"env.image_size={plan.image_size}", f"total_steps={plan.grpo_max_steps}",
-        f"time_budget_minutes={plan.grpo_minutes}", f"eval.every={plan.grpo_eval_every}",
-        f"eval.episodes_per_task={plan.grpo_eval_episodes_per_task}", f"checkpoint.every={plan.grpo_eval_every}",
-        *plan.grpo_overrides,
-    ]  # fmt: skip
-    stage_s["grpo"] = run_stage(
-        f"GRPO from the 1-demo SFT policy, {plan.grpo_minutes:g} min of training time",
-        svrl_command("train", "--config", str(TINY_CONFIG), "--resume", *[a for o in overrides for a in ("--set", o)]),
-        grpo_dir / "DONE",
-    )  # fmt: skip
-    (grpo_dir / "DONE").write_text("ok\n")
-    from svrl_trainer.train import latest_checkpoint
-
-    latest = latest_checkpoint(grpo_dir)
-    if latest is None:
-        raise SystemExit(f"no complete GRPO checkpoint in {grpo_dir}")
-    policies["grpo"] = latest / "policy"
+    baseline = f"sft_{plan.baseline_demos_per_task}demo"
+    runs = {"grpo": (policies["sft_1demo"], plan.grpo_minutes)}
+    if plan.baseline_grpo_minutes > 0:
+        runs["grpo_from_baseline"] = (policies[baseline], plan.baseline_grpo_minutes)
+    for name, (init, minutes) in runs.items():
+        policies[name], stage_s[name] = _grpo_stage(plan, init, out / name, minutes)
     reports = {}
     for name, ckpt in policies.items():
         report_dir = out / "eval" / name
@@ -116,21 +104,61 @@ def run_learn_bench(plan: LearnPlan) -> dict[str, Any]:
             report_dir / "eval.json",
         )  # fmt: skip
         reports[name] = json.loads((report_dir / "eval.json").read_text())
-    history = [json.loads(line) for line in (grpo_dir / "metrics.jsonl").read_text().splitlines()]
-    result = summarise(plan, reports, history, stage_s)
+    histories = {
+        name: [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()]
+        for name in runs
+    }
+    result = summarise(plan, reports, histories, stage_s)
     write_text_atomic(out / "bench_learn.json", json.dumps(result, indent=1))
     write_text_atomic(out / "bench_learn.md", result_table(result))
-    plot_learning(result, history, out / "bench_learn.png")
+    plot_learning(result, histories, out / "bench_learn.png")
     return result
 
 
+def _grpo_stage(plan: LearnPlan, init: Path, run_dir: Path, minutes: float) -> tuple[Path, float | None]:
+    """GRPO from `init` for `minutes` of training time; returns its final policy and the stage's wall time."""
+    overrides = [
+        f"init_checkpoint={init}", f"out_dir={run_dir}", f"env.tasks=[{plan.suite}]",
+        f"env.image_size={plan.image_size}", f"total_steps={plan.grpo_max_steps}",
+        f"time_budget_minutes={minutes}", f"eval.every={plan.grpo_eval_every}",
+        f"eval.episodes_per_task={plan.grpo_eval_episodes_per_task}", f"checkpoint.every={plan.grpo_eval_every}",
+        *plan.grpo_overrides,
+    ]  # fmt: skip
+    wall = run_stage(
+        f"GRPO from {init.name}, {minutes:g} min of training time",
+        svrl_command("train", "--config", str(TINY_CONFIG), "--resume", *[a for o in overrides for a in ("--set", o)]),
+        run_dir / "DONE",
+    )  # fmt: skip
+    (run_dir / "DONE").write_text("ok\n")
+    from svrl_trainer.train import latest_checkpoint
+
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        raise SystemExit(f"no complete GRPO checkpoint in {run_dir}")
+    return latest / "policy", wall
+
+
 def summarise(
-    plan: LearnPlan, reports: dict[str, dict], history: list[dict], stage_s: dict[str, float | None]
+    plan: LearnPlan,
+    reports: dict[str, dict],
+    histories: dict[str, list[dict]],
+    stage_s: dict[str, float | None],
 ) -> dict[str, Any]:
-    """The bench's figures: held-out success of each policy, the GRPO gain, and where the time went."""
-    steps = [m for m in history if "train/updated" in m]
+    """The bench's figures: held-out success of each policy, the GRPO gains, and where the time went."""
     baseline = f"sft_{plan.baseline_demos_per_task}demo"
     success = {name: r["success_rate"] for name, r in reports.items()}
+    starts = {"grpo": "sft_1demo", "grpo_from_baseline": baseline}
+    runs = {}
+    for name, history in histories.items():
+        steps = [m for m in history if "train/updated" in m]
+        runs[name] = {
+            "start": starts[name],
+            "gain_points": 100 * (success[name] - success[starts[name]]),
+            "steps": len(steps),
+            "steps_with_signal": sum(int(m["train/updated"]) for m in steps),
+            "mean_sampled_success": sum(m["rollout/sampled_success"] for m in steps) / max(len(steps), 1),
+            "training_minutes": (steps[-1].get("time/training_s", 0.0) / 60) if steps else 0.0,
+        }
     return {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "plan": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(plan).items()},
@@ -138,11 +166,9 @@ def summarise(
         "episodes_per_figure": {name: r["episodes"] for name, r in reports.items()},
         "success": success,
         "per_task": {name: {t["task"]: t["success_rate"] for t in r["tasks"]} for name, r in reports.items()},
-        "grpo_gain_points": 100 * (success["grpo"] - success["sft_1demo"]),
+        "grpo_gain_points": runs["grpo"]["gain_points"],
         "grpo_beats_baseline": success["grpo"] > success[baseline],
-        "grpo_steps": len(steps),
-        "grpo_steps_with_signal": sum(int(m["train/updated"]) for m in steps),
-        "grpo_training_minutes": (steps[-1].get("time/training_s", 0.0) / 60) if steps else 0.0,
+        "grpo_runs": runs,
         "stage_seconds": stage_s,
         "finished": time.strftime("%Y-%m-%d %H:%M"),
     }
@@ -150,58 +176,64 @@ def summarise(
 
 def result_table(result: dict[str, Any]) -> str:
     n = result["plan"]["baseline_demos_per_task"]
-    rows = [
-        ("1-demo SFT (GRPO start)", "sft_1demo"),
-        (f"{n}-demo SFT (baseline)", f"sft_{n}demo"),
-        (
-            f"1-demo SFT + GRPO ({result['grpo_steps']} steps, {result['grpo_training_minutes']:.0f} min)",
-            "grpo",
-        ),
+    runs = result["grpo_runs"]
+    rows = [("1-demo SFT (GRPO start)", "sft_1demo"), (f"{n}-demo SFT (baseline)", f"sft_{n}demo")]
+    labels = {"grpo": "1-demo SFT + GRPO", "grpo_from_baseline": f"{n}-demo SFT + GRPO"}
+    rows += [
+        (f"{labels[k]} ({r['steps']} steps, {r['training_minutes']:.0f} min)", k) for k, r in runs.items()
     ]
     lines = [f"| {result['suite']} suite, held-out | episodes | success |", "|---|---|---|"]
     lines += [
         f"| {label} | {result['episodes_per_figure'][key]} | {100 * result['success'][key]:.1f} % |"
         for label, key in rows
     ]
-    lines.append(
-        f"\nGRPO gain: {result['grpo_gain_points']:+.1f} points; steps whose batch held a mixed-outcome "
-        f"group (a learning signal): {result['grpo_steps_with_signal']} of {result['grpo_steps']}. "
-        f"Machine: {result['machine']}.\n"
-    )
+    lines.append("")
+    for key, r in runs.items():
+        lines.append(
+            f"- {labels[key]}: {r['gain_points']:+.1f} points; sampled success {100 * r['mean_sampled_success']:.1f} % "
+            f"on average; steps whose batch held a mixed-outcome group (a learning signal): "
+            f"{r['steps_with_signal']} of {r['steps']}."
+        )
+    lines.append(f"\nMachine: {result['machine']}.\n")
     return "\n".join(lines)
 
 
-def plot_learning(result: dict[str, Any], history: list[dict], path: Path) -> None:
-    """GRPO's held-out curve against training minutes, with both SFT policies as reference lines."""
+def plot_learning(result: dict[str, Any], histories: dict[str, list[dict]], path: Path) -> None:
+    """Each GRPO run's held-out curve against training minutes, both SFT policies as reference lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curve = [
-        (m.get("time/training_s", 0.0) / 60, 100 * m["eval/success"]) for m in history if "eval/success" in m
-    ]
     n = result["plan"]["baseline_demos_per_task"]
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    if curve:
-        ax.plot(*zip(*curve, strict=True), "o-", color="#c44e52", label="1-demo SFT + GRPO (periodic eval)")
+    styles = {
+        "grpo": ("#c44e52", "1-demo SFT + GRPO"),
+        "grpo_from_baseline": ("#55a868", f"{n}-demo SFT + GRPO"),
+    }
+    for name, history in histories.items():
+        colour, label = styles[name]
+        curve = [
+            (m.get("time/training_s", 0.0) / 60, 100 * m["eval/success"])
+            for m in history
+            if "eval/success" in m
+        ]
+        if curve:
+            ax.plot(*zip(*curve, strict=True), "o-", ms=3, color=colour, label=f"{label} (periodic eval)")
+        final = 100 * result["success"][name]
+        ax.plot([result["grpo_runs"][name]["training_minutes"]], [final], "*", ms=14, color=colour,
+                label=f"{label}, final: {final:.1f} %")  # fmt: skip
     for key, label, colour in (
         ("sft_1demo", "1-demo SFT", "#8c8c8c"),
         (f"sft_{n}demo", f"{n}-demo SFT", "#4c72b0"),
     ):
-        ax.axhline(
-            100 * result["success"][key],
-            ls="--",
-            color=colour,
-            label=f"{label}: {100 * result['success'][key]:.1f} %",
-        )
-    ax.plot([result["grpo_training_minutes"]], [100 * result["success"]["grpo"]], "*", ms=14, color="#c44e52",
-            label=f"GRPO final: {100 * result['success']['grpo']:.1f} %")  # fmt: skip
+        value = 100 * result["success"][key]
+        ax.axhline(value, ls="--", color=colour, label=f"{label}: {value:.1f} %")
     ax.set_xlabel("GRPO training time (min)")
     ax.set_ylabel("held-out success (%)")
     ax.set_ylim(0, 100)
     ax.set_title(f"{result['suite']}: data efficiency ({result['machine']})", fontsize=9)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     save_figure_atomic(fig, path)
 
@@ -218,6 +250,8 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sft-steps", type=int, default=LearnPlan.sft_steps)
     p.add_argument("--baseline-demos-per-task", type=int, default=LearnPlan.baseline_demos_per_task)
     p.add_argument("--grpo-minutes", type=float, default=LearnPlan.grpo_minutes)
+    p.add_argument("--baseline-grpo-minutes", type=float, default=LearnPlan.baseline_grpo_minutes,
+                   help="also run GRPO from the N-demo SFT baseline for this long (default: off)")  # fmt: skip
     p.add_argument("--grpo-max-steps", type=int, default=LearnPlan.grpo_max_steps)
     p.add_argument("--grpo-eval-every", type=int, default=LearnPlan.grpo_eval_every)
     p.add_argument("--grpo-eval-episodes-per-task", type=int, default=LearnPlan.grpo_eval_episodes_per_task)
@@ -234,6 +268,7 @@ def _handle(args: argparse.Namespace) -> int:
         out=args.out, suite=args.suite, base=args.base, pretrain_steps=args.pretrain_steps,
         pretrain_demos_per_task=args.pretrain_demos_per_task, sft_steps=args.sft_steps,
         baseline_demos_per_task=args.baseline_demos_per_task, grpo_minutes=args.grpo_minutes,
+        baseline_grpo_minutes=args.baseline_grpo_minutes,
         grpo_max_steps=args.grpo_max_steps, grpo_eval_every=args.grpo_eval_every,
         grpo_eval_episodes_per_task=args.grpo_eval_episodes_per_task,
         eval_episodes_per_task=args.eval_episodes_per_task, image_size=args.image_size,

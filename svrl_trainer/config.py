@@ -166,8 +166,33 @@ def _build(cls, raw: dict[str, Any], prefix: str):
         elif isinstance(value, list):
             kwargs[name] = tuple(value)
         else:
-            kwargs[name] = value
+            kwargs[name] = _coerce(value, str(f.type), f"{prefix}{name}")
     return cls(**kwargs)
+
+
+def _coerce(value: Any, annotation: str, key: str) -> Any:
+    """Numbers written the way people write them: YAML reads `5e-5` (no dot) as a string, `1` as an int."""
+    kinds = {part.strip() for part in annotation.split("|")}
+    if value is None and "None" in kinds:
+        return None
+    if "float" in kinds and not isinstance(value, bool):
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise TrainConfigError(f"{key}: expected a number, got {value!r}")
+    if "int" in kinds and not isinstance(value, bool):
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        raise TrainConfigError(f"{key}: expected an integer, got {value!r}")
+    if "bool" in kinds and not isinstance(value, bool):
+        raise TrainConfigError(f"{key}: expected true or false, got {value!r}")
+    return value
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:

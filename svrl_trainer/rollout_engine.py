@@ -125,6 +125,9 @@ class RayRollout:
         self._ray = ray
         if not ray.is_initialized():
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if num_actors > cpus:  # Ray would wait forever for CPUs that do not exist
+            raise RuntimeError(f"rollout.num_actors={num_actors} but the Ray cluster has {cpus:g} CPUs")
         self.num_envs = num_envs
         remote = ray.remote(num_cpus=1)(RolloutActor)
         files = policy_files(policy)

@@ -28,19 +28,29 @@ def test_bench_learn_runs_every_stage_and_reports(tmp_path) -> None:
         "--suite", "object", "--sft-steps", "2", "--baseline-demos-per-task", "2", "--grpo-minutes", "0.001",
         "--grpo-eval-every", "1", "--grpo-eval-episodes-per-task", "1", "--eval-episodes-per-task", "1",
         "--grpo-set", "grpo.groups_per_batch=1", "--grpo-set", "grpo.max_sampling_rounds=1",
-        "--grpo-set", "env.num_envs=8", "--json",
+        "--grpo-set", "env.num_envs=8", "--baseline-grpo-minutes", "0.001", "--json",
     ]  # fmt: skip
     run = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout)  # stage chatter goes to stderr: stdout is the result alone
-    assert set(result["success"]) == {"sft_1demo", "sft_2demo", "grpo"}
-    assert result["episodes_per_figure"] == {"sft_1demo": 5, "sft_2demo": 5, "grpo": 5}
-    assert result["grpo_steps"] == 1  # the 0.06 s budget is spent by the first step
-    assert result["grpo_gain_points"] == 100 * (result["success"]["grpo"] - result["success"]["sft_1demo"])
+    names = {"sft_1demo", "sft_2demo", "grpo", "grpo_from_baseline"}
+    assert set(result["success"]) == names
+    assert result["episodes_per_figure"] == dict.fromkeys(names, 5)
+    for run, start in (("grpo", "sft_1demo"), ("grpo_from_baseline", "sft_2demo")):
+        assert result["grpo_runs"][run]["steps"] == 1  # the 0.06 s budget is spent by the first step
+        assert result["grpo_runs"][run]["start"] == start
+        assert result["grpo_runs"][run]["gain_points"] == 100 * (
+            result["success"][run] - result["success"][start]
+        )
+    assert (out / "grpo_from_baseline" / "config.yaml").read_text().count("sft_2demo") == 1  # started there
     table = (out / "bench_learn.md").read_text()
-    assert "1-demo SFT (GRPO start)" in table and "2-demo SFT (baseline)" in table
+    assert (
+        "1-demo SFT (GRPO start)" in table
+        and "2-demo SFT (baseline)" in table
+        and "2-demo SFT + GRPO" in table
+    )
     assert (out / "bench_learn.png").stat().st_size > 0
     assert json.loads((out / "bench_learn.json").read_text()) == result
 
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and again.stderr.count("skip") >= 7  # 4 demo/SFT, GRPO, 3 evals
+    assert again.returncode == 0 and again.stderr.count("skip") >= 10  # 4 demo/SFT, 2 GRPO, 4 evals

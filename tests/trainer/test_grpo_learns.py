@@ -2,7 +2,8 @@
 climbs from chance (one of four targets) to >= 90 % within a bounded number of updates.
 
 The bound and the config are set from measurements, not tuned to one lucky run: with this config, seeds
-0, 1 and 2 first reach >= 90 % at steps 60, 85 and 75 (2-core CPU, ~1 s per step)."""
+0, 1, 2 and 3 first reach >= 90 % at steps 70, 115, 95 and 45 (2-core CPU, ~0.7 s per step); the test
+runs seed 0 and allows 150."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from svrl_policy.policy import Policy
 from svrl_trainer.config import load_train_config
 from svrl_trainer.train import GrpoTrainer
 
-MAX_STEPS = 120
+MAX_STEPS = 150
 EVAL_EVERY = 5
 
 
@@ -60,6 +61,6 @@ def learning_curve(seed: int, tmp_path: Path) -> list[tuple[int, float]]:
 
 
 def test_grpo_lifts_a_random_policy_to_90_percent_on_held_out_states(tmp_path) -> None:
-    curve = learning_curve(1, tmp_path)
+    curve = learning_curve(0, tmp_path)
     assert curve[0][1] <= 0.5, f"the random start is already good: {curve}"
     assert curve[-1][1] >= 0.9, f"GRPO did not reach 90 % held-out success in {MAX_STEPS} steps: {curve}"

@@ -189,3 +189,16 @@ def test_sigkill_mid_run_then_resume_matches_the_straight_run(tmp_path, init_che
         got = next(m for m in lines if m["step"] == step)
         for key in ("rollout/sampled_success", "train/loss", "train/clip_fraction", "train/grad_norm"):
             assert got.get(key) == straight[step].get(key), (step, key)
+
+
+def test_config_values_are_typed_as_people_write_them(tmp_path, init_checkpoint) -> None:
+    """`--set optim.lr=5e-5` reaches YAML as the string '5e-5' (YAML 1.1 wants a dot); it is a number."""
+    path = _config(tmp_path, init_checkpoint)
+    config = load_train_config(path, {"optim.lr": "5e-5", "time_budget_minutes": 2, "env.num_workers": None})
+    assert config.optim.lr == 5e-5 and isinstance(config.time_budget_minutes, float)
+    with pytest.raises(TrainConfigError, match=r"optim\.lr: expected a number, got 'fast'"):
+        load_train_config(path, {"optim.lr": "fast"})
+    with pytest.raises(TrainConfigError, match="total_steps: expected an integer"):
+        load_train_config(path, {"total_steps": 2.5})
+    with pytest.raises(TrainConfigError, match=r"grpo\.dynamic_sampling: expected true or false"):
+        load_train_config(path, {"grpo.dynamic_sampling": "maybe"})

@@ -101,3 +101,8 @@ def test_grpo_on_ray_matches_the_in_process_run(ray_cluster, tmp_path, policy) -
     assert [m["step"] for m in on_ray] == [0, 1, 2, 3]
     assert any(m.get("train/updated") for m in local)  # the weights did change between rollouts
     assert outcomes(on_ray) == outcomes(local)
+
+
+def test_more_actors_than_cpus_is_an_error_not_a_hang(ray_cluster, policy) -> None:
+    with pytest.raises(RuntimeError, match="num_actors=3 but the Ray cluster has 2 CPUs"):
+        RayRollout(policy, backend="toy", num_actors=3, num_envs=8, image_size=32)
