@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -160,7 +159,7 @@ def summarise(
             "training_minutes": (steps[-1].get("time/training_s", 0.0) / 60) if steps else 0.0,
         }
     return {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": _machine(),
         "plan": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(plan).items()},
         "suite": plan.suite,
         "episodes_per_figure": {name: r["episodes"] for name, r in reports.items()},
@@ -172,6 +171,13 @@ def summarise(
         "stage_seconds": stage_s,
         "finished": time.strftime("%Y-%m-%d %H:%M"),
     }
+
+
+def _machine() -> str:
+    from svrl_policy.bench import machine_info
+
+    info = machine_info()
+    return f"{info['cpu']}, {info['nproc']} cores" + (f", {info['cuda']}" if info["cuda"] else "")
 
 
 def result_table(result: dict[str, Any]) -> str:
