@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from svrl_trainer.atomic import save_figure_atomic, write_text_atomic
-from svrl_trainer.pipeline import console, run_stage, svrl_command
+from svrl_trainer.pipeline import console, latest_grpo_policy, run_stage, svrl_command
 
 TINY_CONFIG = Path(__file__).parent / "configs" / "tiny.yaml"
 
@@ -129,12 +129,7 @@ def _grpo_stage(plan: LearnPlan, init: Path, run_dir: Path, minutes: float) -> t
         run_dir / "DONE",
     )  # fmt: skip
     (run_dir / "DONE").write_text("ok\n")
-    from svrl_trainer.train import latest_checkpoint
-
-    latest = latest_checkpoint(run_dir)
-    if latest is None:
-        raise SystemExit(f"no complete GRPO checkpoint in {run_dir}")
-    return latest / "policy", wall
+    return latest_grpo_policy(run_dir), wall
 
 
 def summarise(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 
 SIMPLEVLA_RL_BYTES_PER_STEP = 6 * 224 * 224 * 4  # fused SigLIP+DINOv2 float32 pixel tensor per step
@@ -16,6 +15,7 @@ def run_rollout_bench(args: argparse.Namespace) -> dict:
     import numpy as np
     import torch
 
+    from svrl_policy.bench import machine_info
     from svrl_policy.codec import ActionCodec
     from svrl_policy.config import get_preset
     from svrl_policy.policy import Policy
@@ -73,7 +73,7 @@ def run_rollout_bench(args: argparse.Namespace) -> dict:
             "num_envs": args.num_envs, "workers": args.workers, "episodes": args.episodes,
             "temperature": args.temperature, "torch_threads": args.threads,
         },
-        "machine": {"cpu": platform.processor() or platform.machine(), "nproc": os.cpu_count(),
+        "machine": {"cpu": machine_info()["cpu"], "nproc": os.cpu_count(),
                     "load_avg_1min": round(os.getloadavg()[0], 2)},
     }  # fmt: skip
 

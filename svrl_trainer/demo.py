@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from svrl_trainer.pipeline import console, run_stage, svrl_command
+from svrl_trainer.pipeline import console, latest_grpo_policy, run_stage, svrl_command
 
 
 @dataclass(frozen=True)
@@ -62,19 +62,10 @@ def run_demo(plan: DemoPlan) -> int:
                "--set", f"eval.every={plan.grpo_eval_every}", "--resume"),
          grpo_dir / "DONE")  # fmt: skip
     (grpo_dir / "DONE").write_text("ok\n")
-    final = _latest_policy(grpo_dir)
+    final = latest_grpo_policy(grpo_dir)
     run_stage("export the final policy to ONNX (what the robot runs)",
          svrl_command("export", "--ckpt", str(final), "--format", "onnx"), final / "policy.onnx")  # fmt: skip
     return _summarise(out, grpo_dir)
-
-
-def _latest_policy(grpo_dir: Path) -> Path:
-    from svrl_trainer.train import latest_checkpoint
-
-    latest = latest_checkpoint(grpo_dir)
-    if latest is None:
-        raise SystemExit(f"no complete GRPO checkpoint in {grpo_dir}")
-    return latest / "policy"
 
 
 def _summarise(out: Path, grpo_dir: Path) -> int:

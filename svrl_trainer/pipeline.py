@@ -37,3 +37,13 @@ def run_stage(title: str, command: list[str], done: Path | None) -> float | None
     elapsed = time.monotonic() - started
     console.print(f"[green]done[/] in {elapsed:.0f} s")
     return elapsed
+
+
+def latest_grpo_policy(run_dir: Path) -> Path:
+    """The policy of a finished GRPO stage's newest complete checkpoint (what the next stage uses)."""
+    from svrl_trainer.train import latest_checkpoint
+
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        raise SystemExit(f"no complete GRPO checkpoint in {run_dir}")
+    return latest / "policy"

@@ -142,15 +142,14 @@ class RayRollout:
     ):
         waves = list(enumerate(split_waves(specs, self.num_envs)))
         per_actor = [waves[i :: len(self.actors)] for i in range(len(self.actors))]
-        pending = {
-            actor.collect_waves.remote(assigned, seed, temperature, max_chunks, keep_observations): len(assigned)
+        pending = [
+            actor.collect_waves.remote(assigned, seed, temperature, max_chunks, keep_observations)
             for actor, assigned in zip(self.actors, per_actor, strict=True)
             if assigned
-        }  # fmt: skip
+        ]
         results: dict[int, TrajectoryBatch] = {}
         while pending:
-            done, _ = self._ray.wait(list(pending), num_returns=1)
-            pending.pop(done[0])
+            done, pending = self._ray.wait(pending, num_returns=1)
             for index, batch in self._ray.get(done[0]):
                 results[index] = batch
                 if on_wave_done is not None:
