@@ -23,7 +23,7 @@ any process, whatever ran before.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -33,15 +33,10 @@ from svrl_sim._mj import mujoco
 from svrl_sim.constants import ACTION_DIMS, CAMERAS, DEFAULT_CONTROL_HZ, DEFAULT_IMAGE_SIZE
 from svrl_sim.experts import ScriptedExpert
 from svrl_sim.goals import SceneView, task_success
+from svrl_sim.kinematics import ArmKinematics, finger_position
 from svrl_sim.rendering import shared_renderer
 from svrl_sim.scene import PHYSICS_DT, SceneIndex, build_model, yaw_quat
 from svrl_sim.tasks import InitState, Task, as_init_state, get_task, scene_init
-
-MAX_LINEAR_SPEED = 0.2  # m/s: ee_delta translation limit (0.02 m per step at 10 Hz)
-MAX_ANGULAR_SPEED = 1.0  # rad/s: ee_delta rotation limit (0.1 rad per step at 10 Hz)
-IK_DAMPING = 0.02  # lambda of the damped least squares
-IK_POSTURE_GAIN = 0.05  # null-space pull towards the home posture, per step
-JOINT_LIMIT_MARGIN = 0.01  # rad kept free at each joint limit
 
 Observation = dict[str, Any]
 
@@ -90,14 +85,9 @@ class SimEnv:
         self.data = mujoco.MjData(self.model)
         self.index = SceneIndex(self.model)
         self.view = SceneView(self.model, self.data, self.index)
-        self._lower, self._upper, self._velocity = robot.arm_limits()
-        self._q_lo = self._lower + JOINT_LIMIT_MARGIN
-        self._q_hi = self._upper - JOINT_LIMIT_MARGIN
-        self._home = np.asarray(robot.HOME_Q)
-        self._jacp = np.zeros((3, self.model.nv))
-        self._jacr = np.zeros((3, self.model.nv))
-        self._max_lin = MAX_LINEAR_SPEED * self.control_dt
-        self._max_rot = MAX_ANGULAR_SPEED * self.control_dt
+        # The one kinematics module, bound to this scene's state: the graph's arm_controller maps ee_delta
+        # actions with the same code on a robot-only model, bit for bit.
+        self.kinematics = ArmKinematics(self.model, self.data)
         self._renderer = None
         self._image_out: dict[str, np.ndarray] | None = None
 
@@ -164,6 +154,30 @@ class SimEnv:
         at the end. info["executed_steps"] says how many ran."""
         return self._run(self._check_actions(actions, chunk=True), render)
 
+    def step_command(
+        self, arm_target: np.ndarray, finger_target: float, render: bool = True
+    ) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
+        """One control period holding joint-level position targets, as ros2_control's controllers give them.
+
+        This is how the simulated robot graph drives the sim (`sim_node`): `arm_controller` has already
+        turned the policy's action into joint targets with `svrl_sim.kinematics`, exactly as `step` would.
+        Unlike `step`, it also runs after the episode ended (a robot does not vanish at success): the
+        bookkeeping then stays frozen (no reward, success latched) while the physics goes on.
+        """
+        self._require_task()
+        q = np.asarray(arm_target, dtype=np.float64)
+        if q.shape != (7,) or not np.isfinite(q).all():
+            raise ValueError(f"arm_target must be 7 finite joint positions (rad), got {arm_target!r}")
+        f = float(finger_target)
+        if not math.isfinite(f):
+            raise ValueError(f"finger_target must be finite (m), got {finger_target!r}")
+        q = np.clip(q, self.kinematics.lower, self.kinematics.upper)
+        f = float(np.clip(f, 0.0, robot.FINGER_OPEN))
+        if not self._running:
+            self._actuate(q, f)
+            return self._observe(render), 0.0, False, False, self._info(executed=1)
+        return self._run_steps(1, lambda _i: self._actuate(q, f), render)
+
     def expert_action(self) -> np.ndarray:
         """The scripted expert's next action for the current state, in this env's action space.
 
@@ -175,7 +189,7 @@ class SimEnv:
         a = self._expert.act(self.view).astype(np.float64)
         if self.action_space == "ee_delta":
             return a.astype(np.float32)
-        q_target = self._ik_target(a[:3], a[3:6])
+        q_target = self.kinematics.ee_delta_target(a[:3], a[3:6], self.control_dt)
         return np.concatenate([q_target, a[6:7]]).astype(np.float32)
 
     def render(self) -> dict[str, np.ndarray]:
@@ -190,14 +204,7 @@ class SimEnv:
 
     def proprio(self) -> np.ndarray:
         """joint_pos[7] (rad), gripper_opening[1] (0 closed .. 1 open), ee_pos[3] (m), ee_quat[4] (w, x, y, z)."""
-        d, idx = self.data, self.index
-        quat = np.zeros(4)
-        mujoco.mju_mat2Quat(quat, d.site_xmat[idx.ee_site])
-        if quat[0] < 0:  # q and -q are the same rotation: report the one with w >= 0
-            quat = -quat
-        opening = np.clip(d.qpos[idx.finger_qpos].sum() / (2 * robot.FINGER_OPEN), 0.0, 1.0)
-        out = np.concatenate([d.qpos[idx.arm_qpos], [opening], d.site_xpos[idx.ee_site], quat])
-        return out.astype(np.float32)
+        return self.kinematics.proprio()
 
     def success(self) -> bool:
         """The task's success predicate on the current state."""
@@ -284,10 +291,15 @@ class SimEnv:
     def _run(
         self, actions: np.ndarray, render: bool
     ) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
+        return self._run_steps(len(actions), lambda i: self._apply(actions[i]), render)
+
+    def _run_steps(
+        self, count: int, apply_step: Callable[[int], None], render: bool
+    ) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
         assert self.task is not None
         reward, terminated, truncated, executed = 0.0, False, False, 0
-        for a in actions:
-            self._apply(a)
+        for i in range(count):
+            apply_step(i)
             executed += 1
             self._steps += 1
             if task_success(self.task, self.view, self._start):
@@ -301,34 +313,20 @@ class SimEnv:
         return self._observe(render), reward, terminated, truncated, self._info(executed)
 
     def _apply(self, a: np.ndarray) -> None:
-        m, d, idx = self.model, self.data, self.index
         if self.action_space == "ee_delta":
-            q_target = self._ik_target(a[:3], a[3:6])
+            q_target = self.kinematics.ee_delta_target(a[:3], a[3:6], self.control_dt)
         else:
-            q = d.qpos[idx.arm_qpos]
-            step = self._velocity * self.control_dt
-            q_target = np.clip(np.clip(a[:7], q - step, q + step), self._q_lo, self._q_hi)
-        grip = float(np.clip(a[-1], -1.0, 1.0))
-        d.ctrl[idx.arm_act] = q_target
-        d.ctrl[idx.grip_act] = robot.FINGER_OPEN * (1.0 - grip) / 2.0
+            q_target = self.kinematics.joint_position_target(a, self.control_dt)
+        self._actuate(q_target, finger_position(a[-1]))
+
+    def _actuate(self, arm_target: np.ndarray, finger_target: float) -> None:
+        """One control period holding these position targets: what a joint trajectory controller does."""
+        m, d, idx = self.model, self.data, self.index
+        d.ctrl[idx.arm_act] = arm_target
+        d.ctrl[idx.grip_act] = finger_target
         for _ in range(self.n_substeps):
             mujoco.mj_step(m, d)
         mujoco.mj_forward(m, d)  # positions, contacts and camera poses of the state we report
-
-    def _ik_target(self, dpos: np.ndarray, drot: np.ndarray) -> np.ndarray:
-        """Joint targets that move the tool by (dpos, drot) from its measured pose (damped least squares)."""
-        m, d, idx = self.model, self.data, self.index
-        err = np.concatenate(
-            [np.clip(dpos, -self._max_lin, self._max_lin), np.clip(drot, -self._max_rot, self._max_rot)]
-        )
-        mujoco.mj_jacSite(m, d, self._jacp, self._jacr, idx.ee_site)
-        jac = np.vstack([self._jacp[:, idx.arm_dof], self._jacr[:, idx.arm_dof]])  # (6, 7)
-        jjt = jac @ jac.T + (IK_DAMPING**2) * np.eye(6)
-        dq = jac.T @ np.linalg.solve(jjt, err)
-        q = d.qpos[idx.arm_qpos]
-        null = np.eye(7) - jac.T @ np.linalg.solve(jjt, jac)
-        dq += null @ (IK_POSTURE_GAIN * (self._home - q))
-        return np.clip(q + dq, self._q_lo, self._q_hi)
 
     def _observe(self, render: bool) -> Observation:
         assert self.task is not None

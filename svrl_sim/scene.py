@@ -24,6 +24,7 @@ import numpy as np
 from svrl_sim import robot
 from svrl_sim._mj import mujoco
 from svrl_sim.constants import CAMERA_MAIN, CAMERA_WRIST, CAMERAS
+from svrl_sim.kinematics import EE_SITE, add_tool_site
 from svrl_sim.objects import (
     BUTTON_TRAVEL,
     DRAWER_HANDLE_X,
@@ -238,8 +239,7 @@ def build_spec(image_size: int = 128) -> mujoco.MjSpec:
     for name, arm in zip(robot.ARM_JOINTS, _ARM_ARMATURE, strict=True):
         spec.joint(name).armature = arm
 
-    ee = spec.body(robot.EE_LINK)
-    ee.add_site(name="ee", size=[0.005, 0, 0], rgba=[1, 0, 0, 0], group=HIDDEN_GROUP)
+    add_tool_site(spec)
     spec.body(robot.WRIST_CAMERA_LINK).add_camera(name=CAMERA_WRIST, fovy=80.0)
 
     # Actuators: position servos with the URDF effort limits (already imported as actuatorfrcrange).
@@ -349,7 +349,7 @@ class SceneIndex:
         self.finger_dof = np.array([model.joint(j).dofadr[0] for j in robot.FINGER_JOINTS])
         self.arm_act = np.array([model.actuator(f"{j}_pos").id for j in robot.ARM_JOINTS])
         self.grip_act = model.actuator("gripper_pos").id
-        self.ee_site = model.site("ee").id
+        self.ee_site = model.site(EE_SITE).id
         self.camera_ids = {c: model.camera(c).id for c in CAMERAS}
         self.finger_geoms = np.array(
             [g for g in range(model.ngeom) if model.body(model.geom_bodyid[g]).name.endswith("_finger")]

@@ -31,6 +31,8 @@ setup(
     entry_points={
         "console_scripts": [
             "policy_server = svrl_ros.policy_server:main",
+            "sim_node = svrl_ros.sim_node:main",
+            "arm_controller = svrl_ros.arm_controller:main",
         ],
     },
 )

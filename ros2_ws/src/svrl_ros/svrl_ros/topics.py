@@ -1,0 +1,33 @@
+"""Topic and service names of the robot graph (../docs/robot_graph.md), written once.
+
+Names follow realsense-ros v4 (cameras) and ros2_control (arm and gripper commands). All are relative,
+so a namespace given at launch applies to every one; `/clock` is the only absolute name.
+"""
+
+from __future__ import annotations
+
+MAIN_CAMERA_IMAGE = "camera/camera/color/image_raw"
+MAIN_CAMERA_INFO = "camera/camera/color/camera_info"
+WRIST_CAMERA_IMAGE = "wrist_camera/camera/color/image_raw"
+WRIST_CAMERA_INFO = "wrist_camera/camera/color/camera_info"
+# Policy camera name (svrl_policy / svrl_sim) -> image topic.
+CAMERA_IMAGE_TOPICS = {"main": MAIN_CAMERA_IMAGE, "wrist": WRIST_CAMERA_IMAGE}
+CAMERA_INFO_TOPICS = {"main": MAIN_CAMERA_INFO, "wrist": WRIST_CAMERA_INFO}
+CAMERA_FRAMES = {"main": "camera_color_optical_frame", "wrist": "wrist_camera_color_optical_frame"}
+
+JOINT_STATES = "joint_states"
+ARM_TRAJECTORY = "arm_controller/joint_trajectory"
+GRIPPER_COMMANDS = "gripper_controller/commands"
+
+ACTION_CHUNK = "svrl/action_chunk"
+TELEOP_CHUNK = "svrl/teleop/action_chunk"
+EXECUTE_INSTRUCTION = "svrl/execute_instruction"
+SET_MODE = "svrl/set_mode"
+ESTOP = "svrl/estop"
+RESET_ESTOP = "svrl/reset_estop"
+CONFIRM_SUCCESS = "svrl/confirm_success"
+DIAGNOSTICS = "/diagnostics"
+
+SIM_RESET = "sim/reset_episode"
+SIM_STEP = "sim/step"
+SIM_STATUS = "sim/episode_status"
