@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,8 +133,14 @@ def save_checkpoint(
     codec: ActionCodec,
     preprocessor: Preprocessor,
     metadata: dict[str, Any] | None = None,
+    extra: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write a complete checkpoint atomically; returns its path."""
+    """Write a complete checkpoint atomically; returns its path.
+
+    `extra(tmp)` may add files beside the policy's (a trainer's resume state) so that both appear in one
+    rename, never one without the other. They are written after the manifest and not listed in it: the
+    checkpoint stays valid when a trainer later drops them.
+    """
     from safetensors.torch import save_model
 
     _check_codec_matches(config, codec)
@@ -160,6 +166,8 @@ def save_checkpoint(
                 "metadata": metadata or {},
             },
         )
+        if extra is not None:
+            extra(tmp)
     return directory.absolute()
 
 

@@ -10,7 +10,7 @@ One forward pass per chunk (parallel decoding). Greedy at temperature 0.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,7 +120,14 @@ class Policy(nn.Module):
         )
         return policy
 
-    def save_pretrained(self, directory: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
+    def save_pretrained(
+        self,
+        directory: str | Path,
+        *,
+        metadata: dict[str, Any] | None = None,
+        extra: Callable[[Path], None] | None = None,
+    ) -> Path:
+        """Write a checkpoint atomically; `extra(tmp)` adds files in the same rename (see save_checkpoint)."""
         return save_checkpoint(
             directory,
             config=self.config,
@@ -128,6 +135,7 @@ class Policy(nn.Module):
             codec=self.codec,
             preprocessor=self.preprocessor,
             metadata=metadata,
+            extra=extra,
         )
 
     # ------------------------------------------------------------------ running

@@ -29,14 +29,16 @@ def _cube(name: str, colour: str, rgba: tuple[float, float, float, float]) -> Ob
 
 
 RED = (0.85, 0.12, 0.10, 1.0)
+BLUE = (0.15, 0.30, 0.85, 1.0)
+YELLOW = (0.95, 0.80, 0.10, 1.0)
 OBJECTS: dict[str, ObjectSpec] = {
     o.name: o
     for o in (
         _cube("cube_red", "red", RED),
         _cube("cube_red_b", "red", RED),  # a second, identical red cube for the spatial suite
         _cube("cube_green", "green", (0.15, 0.65, 0.20, 1.0)),
-        _cube("cube_blue", "blue", (0.15, 0.30, 0.85, 1.0)),
-        _cube("cube_yellow", "yellow", (0.95, 0.80, 0.10, 1.0)),
+        _cube("cube_blue", "blue", BLUE),
+        _cube("cube_yellow", "yellow", YELLOW),
         ObjectSpec(
             "can", "tin can", "can", True, (0.024, 0.024, 0.045), (0.62, 0.64, 0.68, 1.0), 0.08, 0.048, 0.032
         ),
@@ -94,6 +96,10 @@ OBJECTS: dict[str, ObjectSpec] = {
         ObjectSpec(
             "button", "button", "button", False, (0.04, 0.04, 0.025), (0.85, 0.10, 0.10, 1.0), footprint=0.05
         ),
+        # Identical copies for the pretraining pool ("which of two blue cubes"). Appended last: the park
+        # positions (by index) of every object above stay where they were.
+        _cube("cube_blue_b", "blue", BLUE),
+        _cube("cube_yellow_b", "yellow", YELLOW),
     )
 }
 

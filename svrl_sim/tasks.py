@@ -71,6 +71,7 @@ class Place:
     yaw_jitter: float = 0.0  # uniform +- (rad)
     on: str | None = None  # resting on top of this (fixed) object instead of the table
     shuffle: bool = False  # objects marked `shuffle` exchange their nominal (x, y) per init state
+    jitter_y: float | None = None  # uniform +- in y when it differs from x (a region, not a spot)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,21 @@ class Goal:
 
 
 @dataclass(frozen=True)
+class Pick:
+    """Which of two identical objects an instruction means ("the blue cube closest to the robot").
+
+    Every init state satisfies `relation` for `obj` against `twin` by a clear margin: sampling swaps the
+    two copies when only the swapped pair does, and redraws when neither does.
+    relation: closest (to the robot) | farthest (from the robot) | next_to (`landmark`).
+    """
+
+    obj: str
+    twin: str
+    relation: str
+    landmark: str | None = None
+
+
+@dataclass(frozen=True)
 class Task:
     name: str  # "<suite>/<short name>"
     suite: str
@@ -91,6 +107,7 @@ class Task:
     layout: tuple[Place, ...]
     max_steps: int
     drawer_open: tuple[float, float] = (0.0, 0.0)  # initial drawer travel range (m)
+    pick: Pick | None = None  # the instruction singles out one of two identical objects
 
     @property
     def objects(self) -> frozenset[str]:
@@ -140,6 +157,13 @@ def _register(task: Task) -> None:
         for name in (g.obj, g.target):
             if name is not None and name not in task.objects:
                 raise ValueError(f"task {task.name!r}: goal {g} uses {name!r}, which is not in its layout")
+    if task.pick is not None:
+        pk = task.pick
+        for name in (pk.obj, pk.twin, pk.landmark):
+            if name is not None and name not in task.objects:
+                raise ValueError(f"task {task.name!r}: pick {pk} uses {name!r}, which is not in its layout")
+        if OBJECTS[pk.obj].label != OBJECTS[pk.twin].label:
+            raise ValueError(f"task {task.name!r}: {pk.obj!r} and {pk.twin!r} are not identical objects")
     _REGISTRY[task.name] = task
 
 
@@ -387,9 +411,18 @@ _task(
 )
 
 # ---------------------------------- pretraining pool --------------------------------------------------------
-# Other object / target / verb combinations in their own layouts. None equals an evaluation task (checked by
-# tests/sim/test_tasks.py on both the instruction and the goal).
-_PRE_J = 0.04  # wider jitter: the pool is for diversity
+# What a base policy needs before a 1-demo fine-tune: grasp and place *any* object anywhere on the table, read
+# the suites' verbs and sentence structure, and tell identical objects apart by where they are. So every
+# object is drawn anywhere in the reachable area per init state (not around a fixed layout), each task has
+# distractors, some of them identical copies of the manipulated cube, and instructions use the suites'
+# wording ("pick up the X and place it on the Y", "put the X in the Y", "stack", "push", "lift").
+# No task repeats an evaluation task: no shared instruction, and no single-goal (verb, object, target) that
+# an evaluation task asks for, compared by what the objects look like (tests/sim/test_tasks.py).
+_MOVABLE_AREA = dict(x=0.53, y=0.0, jitter=0.15, jitter_y=0.24)  # x 0.38..0.68, y -0.24..0.24
+_FIXED_AREA = dict(x=0.54, y=0.0, jitter=0.10, jitter_y=0.19)  # receptacles: their rims stay reachable
+_POOL_MOVABLES = ("cube_red", "cube_green", "cube_blue", "cube_yellow", "can", "block", "carton", "puck")
+_POOL_TARGETS = {"plate": "on", "bowl": "in", "basket": "in", "box": "on"}
+_TWINS = {"cube_red": "cube_red_b", "cube_blue": "cube_blue_b", "cube_yellow": "cube_yellow_b"}
 
 
 def _pre(short: str, instruction: str, goals: tuple[Goal, ...], layout: tuple[Place, ...], **kw) -> None:
@@ -397,47 +430,120 @@ def _pre(short: str, instruction: str, goals: tuple[Goal, ...], layout: tuple[Pl
 
 
 def _pp(obj: str, x: float, y: float, **kw) -> Place:
-    kw.setdefault("jitter", _PRE_J if OBJECTS[obj].movable else 0.025)
+    kw.setdefault("jitter", 0.04 if OBJECTS[obj].movable else 0.025)
     return _p(obj, x, y, **kw)
 
 
-for _obj, _tgt, _verb, _pos in (
-    ("cube_yellow", "plate", "on", ((0.44, -0.10), (0.62, 0.16))),
-    ("cube_blue", "bowl", "in", ((0.46, 0.14), (0.64, -0.16))),
-    ("cube_green", "basket", "in", ((0.44, -0.16), (0.62, 0.14))),
-    ("cube_yellow", "bowl", "in", ((0.60, 0.10), (0.44, -0.18))),
-    ("cube_blue", "plate", "on", ((0.62, -0.12), (0.44, 0.18))),
-    ("cube_yellow", "basket", "in", ((0.40, 0.12), (0.62, -0.16))),
-    ("can", "bowl", "in", ((0.44, -0.14), (0.62, 0.12))),
-    ("puck", "plate", "on", ((0.60, -0.16), (0.42, 0.12))),
-    ("carton", "plate", "on", ((0.42, 0.16), (0.62, -0.10))),
-    ("block", "plate", "on", ((0.46, -0.18), (0.62, 0.14))),
-    ("puck", "bowl", "in", ((0.44, 0.16), (0.64, -0.12))),
-    ("cube_red", "box", "on", ((0.42, -0.12), (0.62, 0.14))),
-):
-    (ox, oy), (tx, ty) = _pos
-    _word = "on" if _verb == "on" else "in"
-    distractor = "cube_green" if _obj != "cube_green" else "cube_red"
-    _pre(
-        f"{_obj}_{_word}_{_tgt}",
-        f"put the {_label(_obj)} {_word} the {_label(_tgt)}",
-        (Goal(_verb, _obj, _tgt),),
-        (_pp(_obj, ox, oy), _pp(_tgt, tx, ty), _pp(distractor, 0.52, -oy * 0.2 - 0.25 * np.sign(oy))),
-    )
+def _anywhere(obj: str) -> Place:
+    """A placement drawn over the whole reachable area of the table, per init state."""
+    return _p(obj, **(_MOVABLE_AREA if OBJECTS[obj].movable else _FIXED_AREA))
 
-for _top, _bottom, _pos in (
-    ("cube_yellow", "cube_blue", ((0.44, 0.12), (0.60, -0.10))),
-    ("cube_green", "cube_yellow", ((0.60, 0.14), (0.44, -0.12))),
-    ("cube_red", "cube_blue", ((0.46, -0.14), (0.62, 0.10))),
-):
-    (ax, ay), (bx, by) = _pos
-    _pre(
-        f"stack_{_top}_on_{_bottom}",
-        f"stack the {_label(_top)} on the {_label(_bottom)}",
-        (Goal("stack", _top, _bottom),),
-        (_pp(_top, ax, ay), _pp(_bottom, bx, by), _pp("plate", 0.62, 0.26 * np.sign(ay))),
-    )
 
+def _eval_goals_by_look() -> set[tuple[str, str | None, str | None]]:
+    """Single goals of evaluation tasks, objects named by label (a copy of the red cube is the red cube)."""
+    return {
+        (g.kind, _label(g.obj) if g.obj else None, _label(g.target) if g.target else None)
+        for t in _REGISTRY.values()
+        if t.suite in EVAL_SUITES and len(t.goals) == 1
+        for g in t.goals
+    }
+
+
+def _distractors(short: str, keep: tuple[str, ...], movables: int, fixed: int) -> tuple[str, ...]:
+    """A fixed, per-task choice of other objects (deterministic: seeded by the task's name)."""
+    digest = hashlib.sha256(f"svrl_sim/pretrain/{short}/distractors".encode()).digest()
+    rng = np.random.Generator(np.random.PCG64(int.from_bytes(digest[:8], "little")))
+    taken = set(keep) | {_TWINS.get(k) for k in keep}
+    free_m = [o for o in _POOL_MOVABLES if o not in taken]
+    free_f = [o for o in ("plate", "box") if o not in taken]  # small receptacles: the table stays passable
+    pick_m = [free_m[int(i)] for i in rng.choice(len(free_m), movables, replace=False)]
+    pick_f = [free_f[int(i)] for i in rng.choice(len(free_f), fixed, replace=False)]
+    return (*pick_m, *pick_f)
+
+
+def _pool_place_tasks() -> None:
+    """Pick-and-place of every movable object into or onto every receptacle the suites do not ask for."""
+    taken = _eval_goals_by_look()
+    k = 0
+    for obj in _POOL_MOVABLES:
+        for target, verb in _POOL_TARGETS.items():
+            if (verb, _label(obj), _label(target)) in taken:
+                continue
+            short = f"{obj}_{verb}_{target}"
+            instruction = (
+                f"pick up the {_label(obj)} and place it {verb} the {_label(target)}"
+                if k % 2 == 0
+                else f"put the {_label(obj)} {verb} the {_label(target)}"
+            )
+            k += 1
+            big = OBJECTS[target].footprint > 0.075  # bowl, basket: room for fewer distractors
+            others = _distractors(short, (obj, target), movables=1 if big else 2, fixed=0 if big else 1)
+            layout = tuple(_anywhere(o) for o in (obj, target, *others))
+            _pre(short, instruction, (Goal(verb, obj, target),), layout)
+
+
+def _pool_twin_tasks() -> None:
+    """One of two identical cubes, singled out by where it is (the spatial suite's question, other goals)."""
+    phrase = {"closest": "closest to the robot", "farthest": "farthest from the robot"}
+    taken = _eval_goals_by_look()
+    for obj, relation, landmark, target, style in (
+        ("cube_blue", "closest", None, "plate", "pick"),
+        ("cube_blue", "farthest", None, "basket", "pick"),
+        ("cube_blue", "next_to", "bowl", "box", "pick"),
+        ("cube_blue", "next_to", "box", "plate", "put"),
+        ("cube_yellow", "farthest", None, "bowl", "pick"),
+        ("cube_yellow", "next_to", "plate", "basket", "pick"),
+        ("cube_yellow", "closest", None, "box", "put"),
+        ("cube_yellow", "next_to", "box", "bowl", "put"),
+        ("cube_red", "next_to", "bowl", "box", "pick"),
+        ("cube_red", "closest", None, "box", "pick"),
+        ("cube_red", "farthest", None, "box", "put"),
+    ):
+        verb = _POOL_TARGETS[target]
+        assert (verb, _label(obj), _label(target)) not in taken, (obj, target)
+        where = phrase.get(relation) or f"next to the {_label(str(landmark))}"
+        instruction = (
+            f"pick up the {_label(obj)} {where} and place it {verb} the {_label(target)}"
+            if style == "pick"
+            else f"put the {_label(obj)} {where} {verb} the {_label(target)}"
+        )
+        short = f"{obj}_{relation}{'_' + str(landmark) if landmark else ''}_{verb}_{target}"
+        keep = (obj, _TWINS[obj], target) + ((landmark,) if landmark else ())
+        big = any(OBJECTS[o].footprint > 0.075 for o in keep)  # bowl, basket: fewer distractors fit
+        others = _distractors(short, keep, movables=0 if big else 1, fixed=0 if (big or landmark) else 1)
+        layout = tuple(_anywhere(o) for o in (*keep, *others))
+        _pre(
+            short,
+            instruction,
+            (Goal(verb, obj, target),),
+            layout,
+            pick=Pick(obj, _TWINS[obj], relation, landmark),
+        )
+
+
+def _pool_stack_and_lift_tasks() -> None:
+    for top, bottom in (
+        ("cube_yellow", "cube_blue"),
+        ("cube_blue", "cube_yellow"),
+        ("cube_green", "cube_yellow"),
+        ("cube_blue", "cube_green"),
+    ):
+        short = f"stack_{top}_on_{bottom}"
+        others = _distractors(short, (top, bottom), movables=1, fixed=1)
+        layout = tuple(_anywhere(o) for o in (top, bottom, *others))
+        _pre(short, f"stack the {_label(top)} on the {_label(bottom)}", (Goal("stack", top, bottom),), layout)
+    for obj in ("cube_red", "can", "block", "puck", "carton"):
+        short = f"lift_{obj}"
+        others = _distractors(short, (obj,), movables=1, fixed=1)
+        layout = tuple(_anywhere(o) for o in (obj, *others))
+        _pre(short, f"pick up the {_label(obj)} and lift it", (Goal("lift", obj),), layout)
+
+
+_pool_place_tasks()
+_pool_twin_tasks()
+_pool_stack_and_lift_tasks()
+
+# Pushing and drawers need room in front of the object or cabinet: nominal layouts with jitter.
 for _obj, _pos in (
     ("cube_yellow", ((0.56, 0.10), (0.38, -0.08))),
     ("cube_blue", ((0.58, -0.12), (0.40, 0.10))),
@@ -452,19 +558,6 @@ for _obj, _pos in (
             _pp("pad", px, py, jitter=0.02),
             _pp("bowl", 0.66, -0.24 * np.sign(oy)),
         ),
-    )
-
-for _obj, _pos in (
-    ("cube_red", (0.50, 0.08)),
-    ("can", (0.54, -0.10)),
-    ("block", (0.48, 0.12)),
-    ("puck", (0.56, -0.04)),
-):
-    _pre(
-        f"lift_{_obj}",
-        f"lift the {_label(_obj)}",
-        (Goal("lift", _obj),),
-        (_pp(_obj, *_pos), _pp("cube_blue", 0.62, -0.6 * _pos[1] + 0.1)),
     )
 
 _pre(
@@ -547,8 +640,35 @@ def _overlaps(task: Task, poses: dict[str, tuple[float, float, float, float]]) -
     return False
 
 
+_PICK_MARGIN = 0.08  # m: how much closer / farther the meant copy is than its twin
+
+
+def _pick_holds(pick: Pick, poses: dict[str, tuple[float, float, float, float]], a: str, b: str) -> bool:
+    """Does copy `a` satisfy the relation against copy `b` by a clear margin?"""
+    if pick.relation == "closest":
+        return poses[a][0] + _PICK_MARGIN <= poses[b][0]
+    if pick.relation == "farthest":
+        return poses[a][0] >= poses[b][0] + _PICK_MARGIN
+    if pick.relation == "next_to":
+        da = math.dist(poses[a][:2], poses[str(pick.landmark)][:2])
+        db = math.dist(poses[b][:2], poses[str(pick.landmark)][:2])
+        near = OBJECTS[str(pick.landmark)].footprint + OBJECTS[a].footprint + 0.06  # a few cm of gap at most
+        return da <= near and db >= da + _PICK_MARGIN
+    raise ValueError(f"unknown pick relation {pick.relation!r}")
+
+
+def _arrange_pick(pick: Pick, poses: dict[str, tuple[float, float, float, float]]) -> bool:
+    """Make `pick.obj` the copy the instruction describes (swapping the twins if needed); False: neither is."""
+    if _pick_holds(pick, poses, pick.obj, pick.twin):
+        return True
+    if _pick_holds(pick, poses, pick.twin, pick.obj):
+        poses[pick.obj], poses[pick.twin] = poses[pick.twin], poses[pick.obj]
+        return True
+    return False
+
+
 def _sample_one(task: Task, rng: np.random.Generator) -> SceneInit:
-    for _ in range(1000):
+    for _ in range(1000 if task.pick is None else 20000):  # a pick relation rejects most draws
         nominal = {p.obj: (p.x, p.y) for p in task.layout}
         shuffled = [p.obj for p in task.layout if p.shuffle]
         if shuffled:
@@ -559,7 +679,10 @@ def _sample_one(task: Task, rng: np.random.Generator) -> SceneInit:
         poses: dict[str, tuple[float, float, float, float]] = {}
         for p in task.layout:
             x0, y0 = nominal[p.obj]
-            dx, dy = rng.uniform(-p.jitter, p.jitter, size=2) if p.jitter else (0.0, 0.0)
+            if p.jitter_y is None:
+                dx, dy = rng.uniform(-p.jitter, p.jitter, size=2) if p.jitter else (0.0, 0.0)
+            else:
+                dx, dy = rng.uniform(-p.jitter, p.jitter), rng.uniform(-p.jitter_y, p.jitter_y)
             yaw = p.yaw + (rng.uniform(-p.yaw_jitter, p.yaw_jitter) if p.yaw_jitter else 0.0)
             poses[p.obj] = (float(x0 + dx), float(y0 + dy), _resting_z(p.obj, p.on), float(yaw))
         for p in task.layout:  # something resting on a fixed object shares its x, y
@@ -567,7 +690,7 @@ def _sample_one(task: Task, rng: np.random.Generator) -> SceneInit:
                 bx, by = poses[p.on][:2]
                 x, y, z, yaw = poses[p.obj]
                 poses[p.obj] = (bx + (x - nominal[p.obj][0]), by + (y - nominal[p.obj][1]), z, yaw)
-        if _overlaps(task, poses):
+        if _overlaps(task, poses) or (task.pick is not None and not _arrange_pick(task.pick, poses)):
             continue
         robot_q = np.asarray(robot.HOME_Q) + rng.uniform(-ROBOT_JITTER, ROBOT_JITTER, size=7)
         lo, hi = task.drawer_open

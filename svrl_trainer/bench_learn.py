@@ -65,7 +65,7 @@ def run_learn_bench(plan: LearnPlan) -> dict[str, Any]:
             "pretrain the base policy",
             svrl_command("pretrain", "--data", str(pool), "--out", str(base), "--steps", str(plan.pretrain_steps),
                          "--image-size", size, "--preset", "tiny96" if plan.image_size == 96 else "tiny",
-                         "--batch-size", "32", "--threads", str(plan.threads)),
+                         "--batch-size", "32", "--threads", str(plan.threads), "--resume"),
             base / "config.json",
         )  # fmt: skip
     policies = {}
@@ -83,7 +83,7 @@ def run_learn_bench(plan: LearnPlan) -> dict[str, Any]:
         stage_s[name] = run_stage(
             f"SFT on {demos} demo(s) per task from the base",
             svrl_command("sft", "--data", str(data), "--init", str(base), "--out", str(ckpt),
-                         "--steps", str(plan.sft_steps), "--threads", str(plan.threads)),
+                         "--steps", str(plan.sft_steps), "--threads", str(plan.threads), "--resume"),
             ckpt / "config.json",
         )  # fmt: skip
         policies[name] = ckpt

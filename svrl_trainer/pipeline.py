@@ -1,12 +1,21 @@
-"""Run a chain of public `svrl` commands as subprocesses, each skipped when its output exists.
+"""Run a chain of public `svrl` commands as subprocesses, each reused when it already ran with the same
+arguments.
 
 `svrl demo` and `svrl bench learn` are both such chains. Running every stage as the command a user
 would type means the printed line can be copied and rerun by hand, a crash in one stage leaves the
 finished ones on disk, and rerunning the chain resumes it where it stopped.
+
+Provenance: a finished stage records its exact arguments next to its output (`.svrl-stage.<done>.json`,
+written atomically). A rerun reuses the output only when those arguments are identical; when they differ,
+or when an output exists without a record (made by hand, or before records existed), the chain stops and
+says so, rather than silently presenting a result made with other parameters (or deleting someone's run).
+A stage killed mid-run has no record yet: if its command takes `--resume` it is rerun and continues itself
+(and refuses on its own if its parameters changed); otherwise its output would be incomplete, so it is refused.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 import sys
@@ -14,6 +23,8 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+
+from svrl_trainer.atomic import write_text_atomic
 
 # Stage chatter goes to stderr so that a chain's result on stdout (e.g. `--json`) stays parseable.
 console = Console(stderr=True)
@@ -24,19 +35,67 @@ def svrl_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "svrl_trainer.cli", *args]
 
 
+class StageMismatchError(SystemExit):
+    """An existing stage output was made with other arguments (or with unknown ones)."""
+
+
+def stage_record(done: Path) -> Path:
+    """Where the arguments of the stage whose completion `done` marks are recorded."""
+    return done.with_name(f".svrl-stage.{done.name}.json")
+
+
 def run_stage(title: str, command: list[str], done: Path | None) -> float | None:
-    """Run one stage unless `done` exists; returns its wall time in seconds, None when skipped."""
+    """Run one stage unless it already ran with these arguments; returns its wall time, None when reused.
+
+    `command` is an `svrl_command(...)` list; `done` is a path that exists once the stage finished (None:
+    always run, record nothing).
+    """
     shown = "svrl " + " ".join(shlex.quote(a) for a in command[3:])
-    if done is not None and done.exists():
-        console.print(f"[dim]skip[/] {title}: {done} exists")
+    arguments = list(command[1:])  # not the interpreter's path: the same chain from another venv matches
+    if done is not None and _reusable(title, arguments, done):
+        console.print(f"[dim]skip[/] {title}: {done} exists, made by the same arguments")
         return None
     console.rule(f"[bold]{title}")
     console.print(f"$ {shown}", markup=False, highlight=False)
     started = time.monotonic()
     subprocess.run(command, check=True, stdout=sys.stderr)
     elapsed = time.monotonic() - started
+    if done is not None:
+        record = {
+            "format": "svrl-stage",
+            "title": title,
+            "arguments": arguments,
+            "seconds": round(elapsed, 1),
+        }
+        write_text_atomic(stage_record(done), json.dumps(record, indent=1) + "\n")
     console.print(f"[green]done[/] in {elapsed:.0f} s")
     return elapsed
+
+
+def _reusable(title: str, arguments: list[str], done: Path) -> bool:
+    """True: reuse; False: (re)run; raises StageMismatchError when running would hide or mix provenance."""
+    path = stage_record(done)
+    recorded = json.loads(path.read_text())["arguments"] if path.is_file() else None
+    if recorded is not None and recorded != arguments:
+        differ = sorted(set(recorded) ^ set(arguments)) or ["(argument order)"]
+        raise StageMismatchError(
+            f"stage '{title}': {done} was made by other arguments than this run's (differing: {' '.join(differ)}).\n"
+            f"  recorded: svrl {shlex.join(recorded[2:])}\n  now:      svrl {shlex.join(arguments[2:])}\n"
+            "Not reusing it, and not overwriting it: remove that output, or give this run another output folder."
+        )
+    if recorded is not None:
+        return done.exists()
+    if done.exists() and "--resume" not in arguments:
+        raise StageMismatchError(
+            f"stage '{title}': {done} exists but has no record of the arguments it was made with ({path.name}): "
+            "made by hand, by an older svrl, or interrupted. Remove that output, or give this run another "
+            "output folder."
+        )
+    if done.exists():
+        console.print(
+            f"[yellow]resume[/] {title}: {done} exists without a record (interrupted); rerunning with --resume"
+        )
+    return False
 
 
 def latest_grpo_policy(run_dir: Path) -> Path:

@@ -37,6 +37,7 @@ from svrl_policy.dataset import LeRobotDataset
 from svrl_policy.features import ACTION_SPACE_EE_DELTA, OBS_IMAGES, OBS_INSTRUCTION, OBS_PROPRIO
 from svrl_policy.policy import Policy, build_tokenizer
 from svrl_policy.preprocess import ProprioStats
+from svrl_trainer.sft_state import SFTProgress, prepare_output, restore_generators, write_state
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,15 @@ class SFTConfig:
     seed: int = 0
     threads: int | None = None
     log_every: int = 50
-    save_every: int | None = None
+    save_every: int | None = (
+        500  # resume state every N steps (svrl_trainer.sft_state); 0/None: only at the end
+    )
     device: str = "cpu"
     allow_download: bool = False  # hf presets: let transformers fetch backbones/tokenizer from the hub
     stage: str = "sft"  # recorded in the checkpoint manifest ("sft" or "pretrain")
     progress: bool = True
+    resume: bool = False  # continue the run in `out` from its newest complete state
+    overwrite: bool = False  # replace whatever `out` holds
 
     def __post_init__(self) -> None:
         self.data = [Path(d) for d in ([self.data] if isinstance(self.data, (str, Path)) else self.data)]
@@ -261,6 +266,12 @@ def make_optimizer(model: torch.nn.Module, cfg: SFTConfig) -> torch.optim.Optimi
 
 # ---------------------------------------------------------------------------------------------- loop
 def train_sft(cfg: SFTConfig) -> SFTResult:
+    # 0) the output directory: a fresh run, a resumed one, or one already finished (svrl_trainer.sft_state)
+    resume = prepare_output(cfg)
+    if isinstance(resume, dict):
+        log.info("%s already finished (%d steps): nothing to do", cfg.out, resume["step"])
+        return SFTResult(checkpoint=cfg.out.absolute(), history=resume["progress"]["history"])
+
     # 1) seed and threads
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -268,7 +279,7 @@ def train_sft(cfg: SFTConfig) -> SFTResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
 
-    # 2) data + policy
+    # 2) data + policy (+ optimizer moments and generators of a resumed run)
     datasets = [LeRobotDataset(d) for d in cfg.data]
     chunk_len = (
         get_preset(cfg.preset, **cfg.preset_overrides).chunk_len
@@ -279,9 +290,19 @@ def train_sft(cfg: SFTConfig) -> SFTResult:
     log.info(
         "data: %d episodes, %d frames from %s", demos.num_episodes, len(demos), ", ".join(map(str, cfg.data))
     )
-    policy = build_policy(cfg, demos)
+    if resume is None:
+        policy = build_policy(cfg, demos)
+        progress = SFTProgress()
+    else:
+        policy = Policy.from_pretrained(cfg.out, device=cfg.device)
+        _check_compatible(policy.config, demos)
+        progress = resume.progress
     targets = policy.codec.tokenize(demos.targets).reshape(len(demos), -1)  # (N, K*D) int64
     optimizer = make_optimizer(policy.model, cfg)
+    if resume is not None:
+        optimizer.load_state_dict(resume.optimizer_state)
+        restore_generators(resume.rng, rng, gen)  # last: building the policy drew from torch's generator
+        log.info("resumed %s at step %d/%d", cfg.out, progress.step, cfg.steps)
     metadata = {
         "stage": cfg.stage,
         "data": [str(d) for d in cfg.data],
@@ -291,14 +312,22 @@ def train_sft(cfg: SFTConfig) -> SFTResult:
         "lr": cfg.lr,
     }
 
+    def save(final: bool) -> Path:
+        extra = {"final_loss": progress.history[-1]["loss"], "history": progress.history} if final else {}
+        return policy.save_pretrained(
+            cfg.out,
+            metadata={**metadata, "steps": progress.step, **extra},
+            extra=lambda tmp: write_state(
+                tmp, cfg, progress, optimizer=None if final else optimizer, numpy_rng=rng, augment_gen=gen
+            ),
+        )
+
     # 3) loop
-    history: list[dict[str, float]] = []
     policy.model.train()
-    bar = _progress(cfg)
+    bar = _progress(cfg, progress.step)
     t0 = time.perf_counter()
-    run_loss = run_acc = 0.0
-    run_n = 0
-    for step in range(cfg.steps):
+    start = progress.step
+    for step in range(start, cfg.steps):
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -312,49 +341,48 @@ def train_sft(cfg: SFTConfig) -> SFTResult:
         torch.nn.utils.clip_grad_norm_(policy.model.parameters(), cfg.grad_clip)
         optimizer.step()
 
-        run_loss += loss.item()
-        run_acc += (logits.detach().argmax(-1) == tokens).float().mean().item()
-        run_n += 1
+        progress.step = step + 1
+        progress.run_loss += loss.item()
+        progress.run_acc += (logits.detach().argmax(-1) == tokens).float().mean().item()
+        progress.run_n += 1
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % cfg.log_every == 0 or step == 0 or step + 1 == cfg.steps:
-            entry = {"step": step + 1, "loss": run_loss / run_n, "token_acc": run_acc / run_n, "lr": lr}
-            history.append(entry)
+            entry = {"step": step + 1, "loss": progress.run_loss / progress.run_n,
+                     "token_acc": progress.run_acc / progress.run_n, "lr": lr}  # fmt: skip
+            progress.history.append(entry)
             log.info(
                 "step %d/%d  loss/ce %.4f  loss/token_acc %.3f  lr %.2e  perf/steps_per_s %.2f",
-                step + 1, cfg.steps, entry["loss"], entry["token_acc"], lr, (step + 1) / (time.perf_counter() - t0),
+                step + 1, cfg.steps, entry["loss"], entry["token_acc"], lr, (step + 1 - start) / (time.perf_counter() - t0),
             )  # fmt: skip
-            run_loss = run_acc = 0.0
-            run_n = 0
+            progress.run_loss = progress.run_acc = 0.0
+            progress.run_n = 0
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-            policy.save_pretrained(cfg.out, metadata={**metadata, "steps": step + 1})
+            save(final=False)
     if bar is not None:
         bar.close()
 
     # 4) save
     policy.model.eval()
-    out = policy.save_pretrained(
-        cfg.out,
-        metadata={**metadata, "steps": cfg.steps, "final_loss": history[-1]["loss"], "history": history},
-    )
+    out = save(final=True)
     log.info(
         "saved %s (%d steps, final loss %.4f, %.0f s)",
         out,
         cfg.steps,
-        history[-1]["loss"],
+        progress.history[-1]["loss"],
         time.perf_counter() - t0,
     )
-    return SFTResult(checkpoint=out, history=history)
+    return SFTResult(checkpoint=out, history=progress.history)
 
 
-def _progress(cfg: SFTConfig) -> Any:
+def _progress(cfg: SFTConfig, done: int) -> Any:
     if not cfg.progress:
         return None
     from tqdm import tqdm
 
     # disable=None: no bar when stderr is not a terminal (log files get the periodic log lines instead)
-    return tqdm(total=cfg.steps, desc=cfg.stage, unit="step", dynamic_ncols=True, disable=None)
+    return tqdm(total=cfg.steps, initial=done, desc=cfg.stage, unit="step", dynamic_ncols=True, disable=None)
 
 
 def config_from_args(args: Any, **extra: Any) -> SFTConfig:

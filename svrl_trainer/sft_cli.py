@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 
 def _add_training_args(p: argparse.ArgumentParser, *, steps: int, batch_size: int, lr: float) -> None:
     p.add_argument(
-        "--out", required=True, type=Path, help="checkpoint directory to write (replaced atomically)"
+        "--out",
+        required=True,
+        type=Path,
+        help="checkpoint directory to write (replaced atomically at each save); must be empty or absent "
+        "unless --resume or --overwrite",
     )
     p.add_argument(
         "--preset", default="tiny", help="policy preset when training from scratch (default: tiny)"
@@ -31,7 +36,21 @@ def _add_training_args(p: argparse.ArgumentParser, *, steps: int, batch_size: in
     p.add_argument(
         "--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)"
     )
-    p.add_argument("--save-every", type=int, default=None, help="also save every N steps")
+    p.add_argument(
+        "--save-every",
+        type=int,
+        default=500,
+        help="save the weights and the resume state (optimizer, RNG, step) every N steps; 0: only at the "
+        "end (default: 500)",
+    )
+    run = p.add_mutually_exclusive_group()
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its newest complete state (same parameters required); "
+        "starts at step 0 when --out holds nothing yet",
+    )
+    run.add_argument("--overwrite", action="store_true", help="replace whatever --out holds")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--device", default="cpu")
     p.add_argument(
@@ -79,25 +98,35 @@ def _config(args: argparse.Namespace, **extra):
     return config_from_args(args, preset_overrides=overrides, **extra)
 
 
-def _sft(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from svrl_trainer.sft import train_sft
+def _train(config) -> int:
+    """Run train_sft; a refused output directory is a one-line error, SIGTERM stops like Ctrl-C."""
+    import signal
 
-    result = train_sft(_config(args, stage="sft"))
+    from svrl_trainer.sft import train_sft
+    from svrl_trainer.sft_state import ResumeMismatchError, RunExistsError
+
+    # A scheduler's SIGTERM ends the run like Ctrl-C; the newest complete state stays for --resume.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        result = train_sft(config)
+    except (RunExistsError, ResumeMismatchError) as exc:
+        print(f"svrl {config.stage}: {exc}", file=sys.stderr)
+        return 2
     print(result.checkpoint)
     return 0
+
+
+def _sft(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return _train(_config(args, stage="sft"))
 
 
 def _pretrain(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from svrl_trainer.sft import train_sft
-
     data = args.data
     if data is None:
         data = [_generate_pool_demos(args)]
-    result = train_sft(_config(args, stage="pretrain", data=data))
-    print(result.checkpoint)
-    return 0
+    return _train(_config(args, stage="pretrain", data=data))
 
 
 def _generate_pool_demos(args: argparse.Namespace) -> Path:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from svrl_sim import tasks as T
+from svrl_sim.objects import OBJECTS
 from svrl_sim.tasks import InitState, UnknownTaskError
 
 
@@ -49,6 +50,54 @@ def test_pretraining_pool_is_disjoint_from_the_evaluation_suites() -> None:
     assert not {t.instruction for t in pool} & {t.instruction for t in evaluation}
     assert not {t.goal_key for t in pool} & {t.goal_key for t in evaluation}
     assert not {t.name for t in pool} & {t.name for t in evaluation}
+
+
+def _looks(task: T.Task) -> frozenset[tuple[str, str | None, str | None]]:
+    """A task's goals with objects named by how they look: a copy of the red cube *is* the red cube."""
+    label = {n: OBJECTS[n].label for n in OBJECTS}
+    return frozenset((g.kind, label.get(g.obj), label.get(g.target)) for g in task.goals)
+
+
+def test_pool_shares_no_instruction_object_target_combination_with_an_evaluation_task() -> None:
+    evaluation = [t for s in T.EVAL_SUITES for t in T.tasks_in_suite(s)]
+    asked = {_looks(t) for t in evaluation}
+    clashes = [t.name for t in T.tasks_in_suite("pretrain") if _looks(t) in asked]
+    assert not clashes, clashes
+    # the rule is not vacuous: an evaluation goal with a look-alike copy is caught
+    twin = T.Task("pretrain/x", "pretrain", "x", (T.Goal("on", "cube_red_b", "plate"),), (), 1)
+    assert _looks(twin) in asked
+
+
+def test_pool_is_randomised_has_identical_distractors_and_the_suites_verbs() -> None:
+    pool = T.tasks_in_suite("pretrain")
+    assert len(pool) >= 40
+    instructions = [t.instruction for t in pool]
+    assert sum(i.startswith("pick up the ") and " and place it " in i for i in instructions) >= 10
+    assert sum(i.startswith("put the ") for i in instructions) >= 10
+    twins = [t for t in pool if t.pick is not None]
+    assert len(twins) >= 6 and {t.pick.relation for t in twins} == {"closest", "farthest", "next_to"}
+    # objects go anywhere on the table: a place task's object spans most of the reachable area
+    xy = np.array([T.scene_init("pretrain/cube_blue_on_plate", InitState("train", i)).poses["cube_blue"][:2]
+                   for i in range(200)])  # fmt: skip
+    assert np.ptp(xy[:, 0]) > 0.25 and np.ptp(xy[:, 1]) > 0.4
+
+
+@pytest.mark.parametrize("name", ["pretrain/cube_blue_closest_on_plate", "pretrain/cube_blue_farthest_in_basket",
+                                  "pretrain/cube_yellow_next_to_plate_in_basket"])  # fmt: skip
+def test_twin_instructions_single_out_the_manipulated_copy_in_every_state(name: str) -> None:
+    task = T.get_task(name)
+    obj, twin, landmark = task.pick.obj, task.pick.twin, task.pick.landmark
+    assert OBJECTS[obj].label == OBJECTS[twin].label
+    for split in ("eval", "train"):
+        for ref in T.init_states(task, split):
+            p = T.scene_init(task, ref).poses
+            if task.pick.relation == "closest":
+                assert p[obj][0] + 0.08 <= p[twin][0]
+            elif task.pick.relation == "farthest":
+                assert p[obj][0] >= p[twin][0] + 0.08
+            else:
+                d = [np.hypot(*np.subtract(p[o][:2], p[landmark][:2])) for o in (obj, twin)]
+                assert d[0] + 0.08 <= d[1]
 
 
 def test_init_states_are_identical_in_a_fresh_interpreter() -> None:
