@@ -1,10 +1,12 @@
 """`svrl demo`: the paper's pipeline in miniature on the embedded default, end to end.
 
     pretrain pool demos -> pretrain (base) -> 1 demo per task -> SFT -> eval -> GRPO -> eval -> ONNX export
+        -> the exported policy through the ROS robot graph, next to the same episodes in process
 
 Each step is one of the public `svrl` commands, printed before it runs so that it can be rerun or
 changed by hand, and skipped when its output already exists (rerunning the demo resumes it).
-The closing table compares held-out success of the 1-demo SFT policy and after GRPO.
+The closing tables compare held-out success of the 1-demo SFT policy and after GRPO, then the exported
+policy's episodes through `svrl up --profile sim` (lock-step) with the same episodes in process.
 """
 
 from __future__ import annotations
@@ -46,13 +48,13 @@ def run_demo(plan: DemoPlan) -> int:
     run_stage("pretrain the base policy (behaviour cloning on the pool)",
          svrl_command("pretrain", "--data", str(pool_data), "--out", str(base), "--steps", str(plan.pretrain_steps),
                "--image-size", size, "--batch-size", str(plan.pretrain_batch_size), "--preset", "tiny96" if plan.image_size == 96 else "tiny",
-               "--threads", str(plan.threads)), base / "config.json")  # fmt: skip
+               "--threads", str(plan.threads), "--resume"), base / "config.json")  # fmt: skip
     run_stage(f"one demonstration per {plan.suite} task (training initial states only)",
          svrl_command("demos", "--suite", plan.suite, "--per-task", "1", "--split", "train", "--out", str(task_data),
                "--image-size", size), task_data / "meta" / "info.json")  # fmt: skip
     run_stage("1-demo SFT from the base",
          svrl_command("sft", "--data", str(task_data), "--init", str(base), "--out", str(sft),
-               "--steps", str(plan.sft_steps), "--threads", str(plan.threads)), sft / "config.json")  # fmt: skip
+               "--steps", str(plan.sft_steps), "--threads", str(plan.threads), "--resume"), sft / "config.json")  # fmt: skip
     run_stage("GRPO (SimpleVLA-RL) from the 1-demo SFT policy, evaluated on held-out initial states",
          svrl_command("train", "--config", str(Path(__file__).parent / "configs" / "tiny.yaml"),
                "--set", f"init_checkpoint={sft}", "--set", f"out_dir={grpo_dir}",
@@ -65,10 +67,15 @@ def run_demo(plan: DemoPlan) -> int:
     final = latest_grpo_policy(grpo_dir)
     run_stage("export the final policy to ONNX (what the robot runs)",
          svrl_command("export", "--ckpt", str(final), "--format", "onnx"), final / "policy.onnx")  # fmt: skip
-    return _summarise(out, grpo_dir)
+    graph = out / "graph_check"
+    run_stage("the exported policy through the robot graph (svrl up --profile sim, lock-step) vs in process",
+         svrl_command("graph-check", "--ckpt", str(final), "--suite", plan.suite, "--out", str(graph),
+               "--report-only"),
+         graph / "graph_check.json")  # fmt: skip
+    return _summarise(out, grpo_dir, graph)
 
 
-def _summarise(out: Path, grpo_dir: Path) -> int:
+def _summarise(out: Path, grpo_dir: Path, graph: Path) -> int:
     lines = [json.loads(line) for line in (grpo_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [m for m in lines if "eval/success" in m]
     if not evals:
@@ -84,12 +91,17 @@ def _summarise(out: Path, grpo_dir: Path) -> int:
         f"\nGRPO steps whose batch held a group with mixed outcomes (a learning signal): "
         f"{with_signal} of {len(steps)}.\n"
     )
+    graph_report = json.loads((graph / "graph_check.json").read_text())
+    table += "\n" + (graph / "graph_check.md").read_text()
     (out / "summary.md").write_text(table)
     console.rule("[bold]result")
     console.print(table)
     console.print(
         f"learning curve and per-task reports: {grpo_dir}/eval_step_*/eval.png, metrics in {grpo_dir}/metrics.jsonl"
     )
+    if not graph_report["all_agree"]:
+        console.print("[red]the robot graph and the in-process run disagree (table above)[/]")
+        return 1
     return 0
 
 

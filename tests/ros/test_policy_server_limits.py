@@ -15,9 +15,11 @@ import rclpy
 from action_msgs.msg import GoalStatus
 from rclpy.action import ActionClient
 from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
 from svrl_interfaces.action import ExecuteInstruction
+from svrl_interfaces.msg import ActionChunk
 from svrl_ros.conversions import seconds_to_duration
-from svrl_ros.policy_server import PolicyServer
+from svrl_ros.policy_server import EXECUTOR_THREADS, PolicyServer
 from svrl_ros.runners import ChunkResult
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]
@@ -60,14 +62,17 @@ class ScriptedRunner:
 class Graph:
     """Server and client nodes in one context, spun by a background executor."""
 
-    def __init__(self, runner: ScriptedRunner) -> None:
+    def __init__(self, runner, **parameters) -> None:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.runner = runner
-        self.server = PolicyServer(runner=runner, context=self.context)
+        overrides = [Parameter(name, value=value) for name, value in parameters.items()]
+        self.server = PolicyServer(runner=runner, context=self.context, parameter_overrides=overrides)
+        self.chunks: list[ActionChunk] = []
         self.client_node = rclpy.create_node("limits_client", context=self.context)
         self.client = ActionClient(self.client_node, ExecuteInstruction, "svrl/execute_instruction")
-        self.executor = MultiThreadedExecutor(num_threads=3, context=self.context)
+        self.client_node.create_subscription(ActionChunk, "svrl/action_chunk", self.chunks.append, 100)
+        self.executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS, context=self.context)
         self.executor.add_node(self.server)
         self.executor.add_node(self.client_node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
@@ -99,8 +104,8 @@ class Graph:
 def make_graph(ros_env):
     graphs: list[Graph] = []
 
-    def factory(runner: ScriptedRunner) -> Graph:
-        graphs.append(Graph(runner))
+    def factory(runner, **parameters) -> Graph:
+        graphs.append(Graph(runner, **parameters))
         return graphs[-1]
 
     yield factory

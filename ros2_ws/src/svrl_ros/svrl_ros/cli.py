@@ -11,6 +11,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="start the ROS 2 node graph of a stack profile (what `ros2 launch svrl_ros svrl.launch.py` starts)",
     )
     up.add_argument("--profile", default="sim_expert", help="name in launch/profiles/ or a YAML path")
+    up.add_argument(
+        "--set",
+        action="append",
+        metavar="NODE.PARAM=VALUE",
+        help="override a node parameter of the profile (repeatable; values typed like YAML)",
+    )
+    up.add_argument(
+        "--checkpoint",
+        default="",
+        help="policy checkpoint for the profile's policy_server (sim: default = newest `make demo` run)",
+    )
     up.set_defaults(handler=_handle_up)
 
 

@@ -1,205 +1,538 @@
-"""Policy server node: serves /svrl/execute_instruction and publishes /svrl/action_chunk.
+"""Policy server node: serves svrl/execute_instruction and publishes svrl/action_chunk.
 
-ROS plumbing only. What produces the chunks is an `EpisodeRunner` (see runners.py), chosen by the
-`runner` parameter, so the goal checks, limits, feedback and cancel handling here are shared by every
-way of running a task.
+One goal at a time goes through the same admission, limits, feedback, cancel and result code whatever
+produces the chunks; a *driver* (drivers.py) adapts each kind of runner: the scripted expert in an
+in-process simulator, or a trained checkpoint behind the robot graph (docs/robot_graph.md).
+
+Liveness: goal admission never touches the runner thread; every runner call has a deadline
+(`runner_deadline_s`) after which the goal aborts with reason error and the node keeps serving; every
+wait wakes at least once per control period to see a cancel; when a goal ends for any reason a stop
+chunk (chunk_length 0) is published so the arm holds within one control period.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from typing import Any
 
+import numpy as np
 import rclpy
-from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
 from svrl_interfaces.action import ExecuteInstruction
 from svrl_interfaces.msg import ActionChunk
 
-from svrl_ros.conversions import duration_to_seconds, float32_sequence, seconds_to_duration
-from svrl_ros.runners import RUNNERS, ChunkResult, EpisodeRunner, make_runner
+from svrl_ros import topics
+from svrl_ros.conversions import (
+    duration_to_seconds,
+    float32_sequence,
+    nanoseconds_to_stamp,
+    seconds_to_duration,
+)
+from svrl_ros.drivers import Driver, LearnedDriver, RunnerDeadlineError, SelfExecutingDriver
+from svrl_ros.goal_context import GoalContext, GoalEnded
+from svrl_ros.learned_policy import CheckpointNotFoundError
+from svrl_ros.runners import (
+    LEARNED,
+    RUNNER_NAMES,
+    EpisodeRunner,
+    RunnerThread,
+    clip_text,
+    make_runner,
+)
 
 Result = ExecuteInstruction.Result
 Feedback = ExecuteInstruction.Feedback
+ON_NEW_GOAL = ("reject", "preempt")
+SUCCESS_SOURCES = ("sim", "operator", "none")
+BACKENDS = ("auto", "torch", "onnx", "tensorrt")  # svrl_policy.runtime.BACKENDS (that module imports torch)
+ESTOP_QOS = QoSProfile(
+    depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
+)
+EXECUTOR_THREADS = 6  # a running goal, a preempting one, admission/cancel, topics, services, parameters
+
+
+def _descriptor(description: str, **kwargs: Any) -> ParameterDescriptor:
+    return ParameterDescriptor(description=description, **kwargs)
+
+
+def _float_range(low: float, high: float) -> list[FloatingPointRange]:
+    return [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
+
+
+def _int_range(low: int, high: int) -> list[IntegerRange]:
+    return [IntegerRange(from_value=low, to_value=high, step=1)]
 
 
 class PolicyServer(Node):
-    def __init__(self, runner: EpisodeRunner | None = None, **node_kwargs) -> None:
+    def __init__(self, runner: EpisodeRunner | None = None, **node_kwargs: Any) -> None:
         super().__init__("policy_server", **node_kwargs)
-        self.declare_parameter(
-            "runner",
-            "sim_expert",
-            ParameterDescriptor(
-                description=f"what produces the action chunks: one of {sorted(RUNNERS)}", read_only=True
-            ),
+        self._declare_parameters()
+        self._runner_thread = RunnerThread()
+        self._goal_group = ReentrantCallbackGroup()
+        self._io_group = ReentrantCallbackGroup()
+        self._chunk_pub = self.create_publisher(ActionChunk, topics.ACTION_CHUNK, 10)
+
+        runner_name = self._param("runner")
+        if runner is None and runner_name == LEARNED:
+            self._driver: Driver = LearnedDriver(self)
+        else:
+            runner = (
+                runner
+                or self._runner_thread.submit(
+                    make_runner, runner_name, init_state_index=self._param("init_state_index")
+                ).result()
+            )
+            self._driver = SelfExecutingDriver(self, runner)
+
+        # Goal slots: `_in_flight` counts accepted goals not yet finished (admission sees a goal the
+        # moment it is accepted, so no second goal slips in before the first executes); `_generation`
+        # numbers accepted goals, and a goal whose number is no longer the newest has been preempted.
+        self._slot = threading.Condition()
+        self._in_flight = 0
+        self._generation = 0
+        self._generation_of: dict[bytes, int] = {}
+        self._owner: GoalContext | None = None
+        self._goals: dict[bytes, GoalContext] = {}
+
+        # The e-stop is arm_controller's to enforce; here it ends the running goal with its own reason
+        # (instead of a stale-observation error once the held arm stops producing states) and refuses
+        # new goals while it is pressed.
+        self._estop_pressed = False
+        self.create_subscription(Bool, topics.ESTOP, self._on_estop, ESTOP_QOS, callback_group=self._io_group)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.create_service(
+            Trigger, topics.CONFIRM_SUCCESS, self._on_confirm_success, callback_group=self._io_group
         )
-        self.declare_parameter(
-            "default_max_steps",
-            400,
-            ParameterDescriptor(
-                description="control steps allowed when a goal leaves max_steps at 0",
-                integer_range=[IntegerRange(from_value=1, to_value=100_000, step=1)],
-            ),
-        )
-        self.declare_parameter(
-            "init_state_index",
-            0,
-            ParameterDescriptor(
-                description="sim runners: which evaluation initial state to reset to", read_only=True
-            ),
-        )
-        self.declare_parameter(
-            "pace_realtime",
-            False,
-            ParameterDescriptor(
-                description="sim runners: take a control period of wall time per step, as a real arm would"
-            ),
-        )
-        # Every runner call happens on this one thread: simulators and inference runtimes keep
-        # thread-bound state (an EGL context can be current in one thread only).
-        self._runner_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runner")
-        self._runner = runner or self._on_runner_thread(
-            make_runner,
-            self.get_parameter("runner").value,
-            init_state_index=self.get_parameter("init_state_index").value,
-        )
-        self._busy = threading.Lock()
-        self._chunk_pub = self.create_publisher(ActionChunk, "svrl/action_chunk", 10)
         self._action_server = ActionServer(
             self,
             ExecuteInstruction,
-            "svrl/execute_instruction",
+            topics.EXECUTE_INSTRUCTION,
             execute_callback=self._execute,
             goal_callback=self._on_goal,
-            cancel_callback=lambda _goal: CancelResponse.ACCEPT,
-            callback_group=ReentrantCallbackGroup(),
+            handle_accepted_callback=self._on_accepted,
+            cancel_callback=self._on_cancel,
+            callback_group=self._goal_group,
         )
-        self.get_logger().info(f"policy_server ready (runner: {self._runner.name})")
+        self.get_logger().info(f"policy_server ready (runner: {self._driver.describe()})")
 
-    # -- goal admission: decide before any work starts -------------------------------------------
+    # -- parameters --------------------------------------------------------------------------------
+    def _declare_parameters(self) -> None:
+        declare = self.declare_parameter
+        declare(
+            "runner", "sim_expert", _descriptor(f"what produces the chunks: {RUNNER_NAMES}", read_only=True)
+        )
+        declare(
+            "default_max_steps",
+            400,
+            _descriptor(
+                "control steps allowed when a goal leaves max_steps at 0",
+                integer_range=_int_range(1, 100_000),
+            ),
+        )
+        declare(
+            "runner_deadline_s",
+            30.0,
+            _descriptor(
+                "wall time one runner call (start, inference, a self-executing chunk) may take before the goal "
+                "aborts with reason error",
+                floating_point_range=_float_range(0.01, 3600.0),
+            ),
+        )
+        declare(
+            "max_instruction_chars",
+            512,
+            _descriptor(
+                "longer instructions are rejected (operator input; never logged whole)",
+                integer_range=_int_range(1, 100_000),
+            ),
+        )
+        declare(
+            "on_new_goal",
+            "reject",
+            _descriptor(
+                f"a goal arriving while one runs: {list(ON_NEW_GOAL)} (preempt aborts the running goal)"
+            ),
+        )
+        declare(
+            "init_state_split",
+            "eval",
+            _descriptor("sim: the initial-state split reset_sim / sim_expert start from (train | eval)"),
+        )
+        declare(
+            "init_state_index",
+            0,
+            _descriptor(
+                "sim: which initial state of the split to reset to", integer_range=_int_range(0, 1_000_000)
+            ),
+        )
+        declare(
+            "pace_realtime",
+            False,
+            _descriptor("sim_expert: take a control period of wall time per step, as a real arm would"),
+        )
+        # learned runner
+        declare(
+            "checkpoint",
+            "",
+            _descriptor(
+                "learned: checkpoint directory (policy.onnx / policy.engine inside are used when fresh); empty = "
+                "the newest `make demo` checkpoint under demo_dir, else a base under models_dir. Settable at run "
+                "time between goals (refused while a goal runs); loads on the runner thread"
+            ),
+        )
+        declare("backend", "auto", _descriptor(f"learned: runtime, one of {list(BACKENDS)}", read_only=True))
+        declare(
+            "success_source",
+            "sim",
+            _descriptor(
+                f"learned: what ends a goal with success: {list(SUCCESS_SOURCES)} (operator = the "
+                f"{topics.CONFIRM_SUCCESS} Trigger service; none = only the step/time budget)"
+            ),
+        )
+        declare(
+            "observation_timeout_s",
+            5.0,
+            _descriptor(
+                "learned: wall time to wait for a usable observation (or for the arm to make progress) before "
+                "the goal aborts naming what was missing",
+                floating_point_range=_float_range(0.01, 600.0),
+            ),
+        )
+        declare(
+            "reset_sim",
+            False,
+            _descriptor(
+                "learned: at goal start, reset the sim episode when the instruction is a sim task's instruction"
+            ),
+        )
+        declare(
+            "temperature",
+            0.0,
+            _descriptor(
+                "learned: sampling temperature, 0 = greedy", floating_point_range=_float_range(0.0, 5.0)
+            ),
+        )
+        declare(
+            "control_rate_hz",
+            10.0,
+            _descriptor(
+                "learned: control periods per second (must match sim_node and arm_controller)",
+                floating_point_range=_float_range(0.1, 1000.0),
+            ),
+        )
+        declare(
+            "demo_dir", "runs/demo", _descriptor("learned: where `make demo` writes its runs", read_only=True)
+        )
+        declare("models_dir", "models", _descriptor("learned: shipped base checkpoints", read_only=True))
+
+    def _param(self, name: str) -> Any:
+        return self.get_parameter(name).value
+
+    def _on_set_parameters(self, params: list) -> SetParametersResult:
+        for param in params:
+            value = param.value
+            if param.name == "on_new_goal" and value not in ON_NEW_GOAL:
+                return SetParametersResult(
+                    successful=False, reason=f"on_new_goal must be one of {ON_NEW_GOAL}"
+                )
+            if param.name == "success_source" and value not in SUCCESS_SOURCES:
+                return SetParametersResult(
+                    successful=False, reason=f"success_source must be one of {SUCCESS_SOURCES}"
+                )
+            if param.name == "backend" and value not in BACKENDS:
+                return SetParametersResult(successful=False, reason=f"backend must be one of {BACKENDS}")
+            if param.name == "checkpoint" and isinstance(self._driver_or_none(), LearnedDriver):
+                reason = self._driver.request_load(str(value))
+                if reason is not None:
+                    self.get_logger().warning(f"checkpoint not changed: {reason}")
+                    return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    def _driver_or_none(self) -> Driver | None:
+        return getattr(self, "_driver", None)
+
+    def goal_running(self) -> bool:
+        with self._slot:
+            return self._in_flight > 0
+
+    # -- goal admission: decided here, never on the runner thread -----------------------------------
     def _on_goal(self, goal: ExecuteInstruction.Goal) -> GoalResponse:
         instruction = goal.instruction.strip()
-        if not instruction:
-            self.get_logger().warning("rejected goal: the instruction is empty")
-            return GoalResponse.REJECT
-        reason = self._on_runner_thread(self._runner.check_instruction, instruction)
+        reason = self._admission_problem(goal.instruction, instruction)
+        if reason is None:
+            with self._slot:
+                if self._in_flight and self._param("on_new_goal") != "preempt":
+                    reason = "another instruction is running (on_new_goal=reject)"
+                else:
+                    self._in_flight += 1
         if reason is not None:
-            self.get_logger().warning(f"rejected goal: {reason}")
-            return GoalResponse.REJECT
-        # Taken here, released when the goal's execution ends: one goal at a time, with no window
-        # between acceptance and execution in which a second goal could slip in.
-        if not self._busy.acquire(blocking=False):
-            self.get_logger().warning(f"rejected goal {instruction!r}: another instruction is running")
+            self.get_logger().warning(f"rejected goal {clip_text(instruction)!r}: {reason}")
             return GoalResponse.REJECT
         return GoalResponse.ACCEPT
 
-    # -- execution -------------------------------------------------------------------------------
+    def _admission_problem(self, raw: str, instruction: str) -> str | None:
+        limit = self._param("max_instruction_chars")
+        if len(raw) > limit:
+            return f"the instruction has {len(raw)} characters; the limit is {limit} (max_instruction_chars)"
+        if not instruction:
+            return "the instruction is empty"
+        if self._estop_pressed:
+            return "the e-stop is pressed (svrl/estop)"
+        stuck = self._runner_stuck_for()
+        if stuck is not None:
+            return f"the runner is still stuck in a call that started {stuck:.1f} s ago"
+        return self._driver.admit(instruction)
+
+    def _runner_stuck_for(self) -> float | None:
+        busy = self._runner_thread.busy_for()
+        return busy if busy is not None and busy > self._param("runner_deadline_s") else None
+
+    def _on_estop(self, msg: Bool) -> None:
+        self._estop_pressed = bool(msg.data)
+        if self._estop_pressed:
+            with self._slot:
+                for ctx in self._goals.values():
+                    ctx.estopped = True
+                    ctx.wake.set()
+
+    def _on_accepted(self, goal_handle: ServerGoalHandle) -> None:
+        with self._slot:
+            self._generation += 1
+            self._generation_of[bytes(goal_handle.goal_id.uuid)] = self._generation
+            if self._owner is not None:  # preempt mode: the running goal sees this at its next poll
+                self._owner.preempted = True
+                self._owner.wake.set()
+        goal_handle.execute()
+
+    def _on_cancel(self, goal_handle: Any) -> CancelResponse:
+        goal_id = getattr(getattr(goal_handle, "goal_id", None), "uuid", None)
+        ctx = self._goals.get(bytes(goal_id)) if goal_id is not None else None
+        if ctx is not None:
+            ctx.wake.set()
+        return CancelResponse.ACCEPT
+
+    def _on_confirm_success(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        source = self._param("success_source")
+        ctx = self._owner
+        if source != "operator":
+            response.success, response.message = False, f"success_source is {source!r}, not 'operator'"
+        elif ctx is None:
+            response.success, response.message = False, "no goal is running"
+        else:
+            ctx.confirmed.set()
+            ctx.wake.set()
+            response.success, response.message = True, f"success confirmed for {clip_text(ctx.instruction)!r}"
+        return response
+
+    # -- execution ---------------------------------------------------------------------------------
     def _execute(self, goal_handle: ServerGoalHandle) -> Result:
-        try:
-            return self._run_episode(goal_handle)
-        finally:
-            self._busy.release()
-
-    def _run_episode(self, goal_handle: ServerGoalHandle) -> Result:
+        key = bytes(goal_handle.goal_id.uuid)
         goal = goal_handle.request
-        max_steps = goal.max_steps or self.get_parameter("default_max_steps").value
-        timeout_s = duration_to_seconds(goal.timeout)
-        started = time.monotonic()
-        steps = 0
-        chunk_index = 0
-
-        def finish(success: bool, reason: str, message: str) -> Result:
-            elapsed = time.monotonic() - started
-            if reason == Result.REASON_CANCELED:
-                goal_handle.canceled()
-            elif success:
-                goal_handle.succeed()
-            else:
-                goal_handle.abort()
-            self.get_logger().info(f"{goal.instruction!r}: {reason} after {steps} steps ({elapsed:.2f} s)")
-            return _result(success, steps, reason, message, elapsed)
-
-        self._publish_feedback(goal_handle, steps, Feedback.PHASE_STARTING, chunk_index)
+        period = self._driver.control_period_s
+        with self._slot:
+            generation = self._generation_of.pop(key, self._generation)
+        ctx = GoalContext(
+            handle=goal_handle,
+            instruction=goal.instruction.strip(),
+            generation=generation,
+            max_steps=goal.max_steps or self._param("default_max_steps"),
+            timeout_s=duration_to_seconds(goal.timeout),
+            poll_s=min(0.05, period),
+        )
+        self._goals[key] = ctx
         try:
-            self._on_runner_thread(self._runner.start, goal.instruction.strip())
-            while True:
-                if goal_handle.is_cancel_requested:
-                    return finish(False, Result.REASON_CANCELED, "canceled by the client")
-                if timeout_s > 0 and time.monotonic() - started > timeout_s:
-                    return finish(False, Result.REASON_TIMEOUT, f"no success within {timeout_s:.1f} s")
-                if steps >= max_steps:
-                    return finish(False, Result.REASON_MAX_STEPS, f"no success within {max_steps} steps")
-                self._publish_feedback(goal_handle, steps, Feedback.PHASE_INFERRING, chunk_index)
-                chunk_started = time.monotonic()
-                chunk = self._on_runner_thread(self._runner.run_chunk, max_steps - steps)
-                if self.get_parameter("pace_realtime").value:
-                    budget = chunk.executed_steps * chunk.control_period_s
-                    time.sleep(max(0.0, budget - (time.monotonic() - chunk_started)))
-                steps += chunk.executed_steps
-                self._publish_chunk(chunk, chunk_index)
-                self._publish_feedback(goal_handle, steps, Feedback.PHASE_EXECUTING, chunk_index)
-                chunk_index += 1
-                if chunk.success:
-                    return finish(True, Result.REASON_SUCCESS, "the task's success condition holds")
-                if chunk.done:
-                    return finish(False, Result.REASON_MAX_STEPS, "the episode ended without success")
-        except Exception as error:  # a runner failure ends this goal, never the node
-            self.get_logger().error(f"runner failed: {error!r}")
-            return finish(False, Result.REASON_ERROR, str(error))
+            return self._run_goal(ctx)
         finally:
-            self._on_runner_thread(self._runner.stop)
+            self._goals.pop(key, None)
+            with self._slot:
+                if self._owner is ctx:
+                    self._owner = None
+                self._in_flight -= 1
+                self._slot.notify_all()
 
-    def _on_runner_thread(self, function, *args, **kwargs):
-        return self._runner_thread.submit(function, *args, **kwargs).result()
+    def _take_arm(self, ctx: GoalContext) -> None:
+        """Wait for the previous goal to hand the arm over (preempt mode), polling this goal's signals."""
+        with self._slot:
+            while True:
+                if ctx.generation != self._generation:
+                    ctx.preempted = True
+                if ctx.stop_requested():
+                    ctx.check()
+                if self._owner is None:
+                    self._owner, ctx.owns_arm = ctx, True
+                    return
+                self._slot.wait(ctx.poll_s)
 
-    def destroy_node(self) -> None:
-        self._runner_thread.shutdown(wait=True, cancel_futures=True)
-        super().destroy_node()
+    def _run_goal(self, ctx: GoalContext) -> Result:
+        log = self.get_logger()
+        label = clip_text(ctx.instruction)
+        try:
+            self._take_arm(ctx)
+            log.info(f"goal {label!r}: started ({self._driver.describe()})")
+            self._feedback(ctx, Feedback.PHASE_STARTING)
+            self._driver.start(ctx)
+            while True:
+                ctx.check()
+                self._feedback(ctx, Feedback.PHASE_INFERRING)
+                self._driver.run_chunk(ctx)
+                ctx.chunk_index += 1
+        except GoalEnded as end:
+            outcome = end
+        except RunnerDeadlineError as error:
+            log.error(f"goal {label!r}: {error}")
+            outcome = GoalEnded(Result.REASON_ERROR, str(error))
+        except Exception as error:  # a runner failure ends this goal, never the node
+            log.error(f"goal {label!r}: runner failed: {error!r}")
+            outcome = GoalEnded(Result.REASON_ERROR, str(error) or repr(error))
+        finally:
+            if ctx.owns_arm:
+                self._publish_stop()
+                self._driver.stop(ctx)
+        return self._finish(ctx, outcome)
 
-    def _publish_feedback(
-        self, goal_handle: ServerGoalHandle, step: int, phase: str, chunk_index: int
+    def _finish(self, ctx: GoalContext, end: GoalEnded) -> Result:
+        elapsed = time.monotonic() - ctx.started
+        if end.reason == Result.REASON_CANCELED and ctx.handle.is_cancel_requested:
+            ctx.handle.canceled()
+        elif end.success:
+            ctx.handle.succeed()
+        else:
+            ctx.handle.abort()
+        self.get_logger().info(
+            f"goal {clip_text(ctx.instruction)!r}: {end.reason} after {ctx.steps} steps ({elapsed:.2f} s): "
+            f"{end.message}"
+        )
+        return Result(
+            success=end.success,
+            steps=ctx.steps,
+            reason=end.reason,
+            message=end.message,
+            elapsed=seconds_to_duration(elapsed),
+        )
+
+    # -- helpers the drivers use ---------------------------------------------------------------------
+    def call_runner(self, ctx: GoalContext, function: Any, *args: Any) -> Any:
+        """Run `function` on the runner thread and wait for it under `runner_deadline_s`.
+
+        The wait wakes every poll period, so a cancel ends the goal at once; the call itself cannot be
+        interrupted and finishes on its own (the next goal queues behind it, or is rejected while it
+        is stuck past its deadline).
+        """
+        deadline_s = self._param("runner_deadline_s")
+        future = self._runner_thread.submit(function, *args)
+        started = time.monotonic()
+        while True:
+            try:
+                return future.result(timeout=ctx.poll_s)
+            except FutureTimeoutError:
+                pass
+            if ctx.stop_requested():
+                ctx.check()
+            if time.monotonic() - started > deadline_s:
+                name = getattr(function, "__name__", "call")
+                raise RunnerDeadlineError(
+                    f"the runner did not answer within {deadline_s:.2f} s (runner_deadline_s) in {name}"
+                )
+
+    def call_runner_quietly(self, function: Any, *args: Any) -> None:
+        """A clean-up call: waits up to the deadline when the runner is idle; failures are logged.
+
+        When a goal ends while a runner call is still going (cancel mid-chunk, a missed deadline), the
+        clean-up queues behind it and the goal ends now: its result must not wait for the runner.
+        """
+        busy = self._runner_thread.busy_for() is not None
+        future = self._runner_thread.submit(function, *args)
+        if busy:
+            return
+        try:
+            future.result(timeout=self._param("runner_deadline_s"))
+        except Exception as error:
+            self.get_logger().warning(f"runner clean-up failed: {error!r}")
+
+    def publish_chunk(
+        self,
+        ctx: GoalContext,
+        actions: np.ndarray,
+        *,
+        stamp_ns: int | None,
+        action_space: str,
+        dim_names: list[str],
+        control_period_s: float,
+        checkpoint_id: str,
     ) -> None:
-        goal_handle.publish_feedback(Feedback(step=step, phase=phase, chunk_index=chunk_index))
-
-    def _publish_chunk(self, chunk: ChunkResult, chunk_index: int) -> None:
         msg = ActionChunk()
-        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.stamp = (
+            nanoseconds_to_stamp(stamp_ns) if stamp_ns is not None else self.get_clock().now().to_msg()
+        )
         msg.header.frame_id = "base_link"
-        msg.action_space = chunk.action_space
-        msg.dim_names = list(chunk.dim_names)
-        msg.chunk_length, msg.dims = (int(n) for n in chunk.actions.shape)
-        msg.control_period = seconds_to_duration(chunk.control_period_s)
-        msg.actions = float32_sequence(chunk.actions)
-        msg.chunk_index = chunk_index
-        msg.checkpoint_id = self._runner.name
+        msg.action_space = action_space
+        msg.dim_names = list(dim_names)
+        msg.chunk_length, msg.dims = (int(n) for n in actions.shape)
+        msg.control_period = seconds_to_duration(control_period_s)
+        msg.actions = float32_sequence(actions)
+        msg.chunk_index = ctx.chunk_index
+        msg.checkpoint_id = checkpoint_id
         self._chunk_pub.publish(msg)
 
+    def _publish_stop(self) -> None:
+        """chunk_length 0 = drop the rest of the current chunk and hold (docs/robot_graph.md)."""
+        msg = ActionChunk()
+        stamp_ns = self._driver.newest_stamp_ns()
+        msg.header.stamp = (
+            nanoseconds_to_stamp(stamp_ns) if stamp_ns is not None else self.get_clock().now().to_msg()
+        )
+        msg.header.frame_id = "base_link"
+        msg.action_space = self._driver.action_space
+        msg.checkpoint_id = self._driver.checkpoint_id
+        msg.control_period = seconds_to_duration(self._driver.control_period_s)
+        self._chunk_pub.publish(msg)
 
-def _result(success: bool, steps: int, reason: str, message: str, elapsed_s: float) -> Result:
-    return Result(
-        success=success, steps=steps, reason=reason, message=message, elapsed=seconds_to_duration(elapsed_s)
-    )
+    def feedback(self, ctx: GoalContext, phase: str) -> None:
+        self._feedback(ctx, phase)
+
+    def _feedback(self, ctx: GoalContext, phase: str) -> None:
+        ctx.handle.publish_feedback(Feedback(step=ctx.steps, phase=phase, chunk_index=ctx.chunk_index))
+
+    def destroy_node(self) -> None:
+        self._runner_thread.shutdown()
+        super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> None:
     rclpy.init(args=args)
     node = None
+    exit_code = 0
     try:
         node = PolicyServer()
-        executor = MultiThreadedExecutor(num_threads=2)
+        executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except CheckpointNotFoundError as error:
+        rclpy.logging.get_logger("policy_server").fatal(str(error))
+        exit_code = 1
     finally:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+    if exit_code:
+        raise SystemExit(exit_code)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ No rclpy import here: the launch file and the CLI both use it before any node ex
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,16 @@ import yaml
 
 # In the source tree ros2_ws/src/svrl_ros/launch links to the repository's launch/ folder.
 _SOURCE_PROFILE_DIR = Path(__file__).resolve().parents[1] / "launch" / "profiles"
-_NODE_KEYS = {"package", "executable", "namespace", "parameters", "remappings"}
+_NODE_KEYS = {
+    "name",
+    "package",
+    "executable",
+    "namespace",
+    "parameters",
+    "remappings",
+    "arguments",
+    "full_ros_only",
+}
 
 
 class ProfileError(ValueError):
@@ -25,12 +34,20 @@ class ProfileError(ValueError):
 
 @dataclass(frozen=True)
 class NodeSpec:
+    """One node of a profile. `key` is its unique id in the profile (what `--set key.param=v` names);
+    `name` is the ROS node name (defaults to the key; two keys may run one executable under two names)."""
+
+    key: str
     name: str
     package: str
     executable: str
     namespace: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
     remappings: dict[str, str] = field(default_factory=dict)
+    arguments: tuple[str, ...] = ()
+    full_ros_only: bool = (
+        False  # needs a full ROS 2 install (robot_state_publisher, rviz2): `svrl up` skips it
+    )
 
     @property
     def python_module(self) -> str:
@@ -71,36 +88,41 @@ def resolve_profile_path(profile: str) -> Path:
     raise ProfileError(f"no stack profile {profile!r}: not a YAML file, and not one of {available}")
 
 
-def load_profile(profile: str) -> StackProfile:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses duplicate mapping keys (plain YAML keeps the last one silently)."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _value in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def load_profile(profile: str, overrides: list[str] | tuple[str, ...] = ()) -> StackProfile:
+    """Parse a profile; `overrides` are `node_key.param=value` strings (values typed like YAML)."""
     path = resolve_profile_path(profile)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as error:
         raise ProfileError(f"{path}: not valid YAML: {error}") from error
     nodes_raw = raw.get("nodes")
     if not isinstance(nodes_raw, dict) or not nodes_raw:
         raise ProfileError(f"{path}: 'nodes' must map node names to their settings")
-    nodes = []
-    for name, settings in nodes_raw.items():
-        settings = settings or {}
-        unknown = set(settings) - _NODE_KEYS
-        if unknown:
-            raise ProfileError(
-                f"{path}: node {name!r} has unknown keys {sorted(unknown)}; allowed: {sorted(_NODE_KEYS)}"
-            )
-        for key in ("package", "executable"):
-            if not isinstance(settings.get(key), str) or not settings[key]:
-                raise ProfileError(f"{path}: node {name!r} needs a '{key}' string")
-        nodes.append(
-            NodeSpec(
-                name=name,
-                package=settings["package"],
-                executable=settings["executable"],
-                namespace=settings.get("namespace", "") or "",
-                parameters=dict(settings.get("parameters") or {}),
-                remappings={str(k): str(v) for k, v in (settings.get("remappings") or {}).items()},
-            )
+    nodes = [_node_spec(path, key, settings) for key, settings in nodes_raw.items()]
+    names = [(n.namespace.strip("/"), n.name) for n in nodes]
+    clashes = sorted({f"{ns}/{name}".lstrip("/") for ns, name in names if names.count((ns, name)) > 1})
+    if clashes:
+        raise ProfileError(
+            f"{path}: two nodes would share the ROS name(s) {clashes}; give each a unique 'name'"
         )
+    nodes = apply_overrides(path, nodes, overrides)
     return StackProfile(
         name=path.stem,
         path=path,
@@ -108,6 +130,81 @@ def load_profile(profile: str) -> StackProfile:
         use_sim_time=bool(raw.get("use_sim_time", False)),
         nodes=tuple(nodes),
     )
+
+
+def _node_spec(path: Path, key: Any, settings: Any) -> NodeSpec:
+    settings = settings or {}
+    if not isinstance(settings, dict):
+        raise ProfileError(f"{path}: node {key!r} must map settings, got {type(settings).__name__}")
+    unknown = set(settings) - _NODE_KEYS
+    if unknown:
+        raise ProfileError(
+            f"{path}: node {key!r} has unknown keys {sorted(unknown)}; allowed: {sorted(_NODE_KEYS)}"
+        )
+    for field_name in ("package", "executable"):
+        if not isinstance(settings.get(field_name), str) or not settings[field_name]:
+            raise ProfileError(f"{path}: node {key!r} needs a '{field_name}' string")
+    name = settings.get("name", key)
+    if not isinstance(name, str) or not name.replace("_", "").isalnum() or name[0].isdigit():
+        raise ProfileError(f"{path}: node {key!r} has an invalid ROS node name {name!r}")
+    arguments = settings.get("arguments") or []
+    if not isinstance(arguments, list):
+        raise ProfileError(f"{path}: node {key!r}: 'arguments' must be a list of strings")
+    parameters = settings.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise ProfileError(f"{path}: node {key!r}: 'parameters' must map names to values")
+    full_ros_only = settings.get("full_ros_only", False)
+    if not isinstance(full_ros_only, bool):
+        raise ProfileError(f"{path}: node {key!r}: 'full_ros_only' must be true or false")
+    return NodeSpec(
+        key=str(key),
+        name=name,
+        package=settings["package"],
+        executable=settings["executable"],
+        namespace=settings.get("namespace", "") or "",
+        parameters=dict(parameters),
+        remappings={str(k): str(v) for k, v in (settings.get("remappings") or {}).items()},
+        arguments=tuple(str(a) for a in arguments),
+        full_ros_only=full_ros_only,
+    )
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """`node.param=value` -> (node key, parameter, value typed like YAML: 3 -> int, true -> bool, 5e-5 -> float)."""
+    target, sep, value_text = text.partition("=")
+    node_key, dot, param = target.strip().partition(".")
+    if not sep or not dot or not node_key or not param:
+        raise ProfileError(f"--set {text!r}: expected node.param=value, e.g. policy_server.temperature=0")
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else ""
+    except yaml.YAMLError as error:
+        raise ProfileError(f"--set {text!r}: the value is not valid YAML: {error}") from error
+    if isinstance(value, str) and value_text.strip() and _looks_like_float(value_text.strip()):
+        value = float(value_text)  # YAML 1.1 reads 5e-5 as a string; people mean a number
+    return node_key, param, value
+
+
+def _looks_like_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def apply_overrides(
+    path: Path, nodes: list[NodeSpec], overrides: list[str] | tuple[str, ...]
+) -> list[NodeSpec]:
+    by_key = {n.key: n for n in nodes}
+    for text in overrides:
+        node_key, param, value = parse_override(text)
+        if node_key not in by_key:
+            raise ProfileError(
+                f"--set {text!r}: profile {path.stem} has no node {node_key!r} (has {sorted(by_key)})"
+            )
+        node = by_key[node_key]
+        by_key[node_key] = replace(node, parameters={**node.parameters, param: value})
+    return [by_key[n.key] for n in nodes]
 
 
 def node_parameters(profile: StackProfile, node: NodeSpec) -> dict[str, Any]:
@@ -123,7 +220,8 @@ def params_file_content(profile: StackProfile, node: NodeSpec) -> str:
 
 def node_command(node: NodeSpec, params_file: Path) -> list[str]:
     """How `svrl up` starts a node from a pip install: the module, plus standard --ros-args."""
-    command = [sys.executable, "-m", node.python_module, "--ros-args", "-r", f"__node:={node.name}"]
+    command = [sys.executable, "-m", node.python_module, *node.arguments]
+    command += ["--ros-args", "-r", f"__node:={node.name}"]
     if node.namespace:
         command += ["-r", f"__ns:=/{node.namespace.strip('/')}"]
     for source, target in node.remappings.items():

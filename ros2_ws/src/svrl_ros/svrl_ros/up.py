@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from svrl_ros.stack import load_profile, node_command, params_file_content
+from svrl_ros.stack import ProfileError, load_profile, node_command, params_file_content
 
 STOP_GRACE_S = 10.0
 
@@ -27,15 +27,23 @@ def _relay(prefix: str, stream) -> None:
         sys.stdout.flush()
 
 
-def run_stack(profile_name: str) -> int:
-    profile = load_profile(profile_name)
-    print(f"svrl up: profile {profile.name} ({profile.path}): {', '.join(n.name for n in profile.nodes)}")
+def run_stack(profile_name: str, overrides: list[str] | tuple[str, ...] = ()) -> int:
+    try:
+        profile = load_profile(profile_name, overrides)
+    except ProfileError as error:
+        print(f"svrl up: {error}", file=sys.stderr)
+        return 2
+    started = [n for n in profile.nodes if not n.full_ros_only]
+    skipped = [n.name for n in profile.nodes if n.full_ros_only]
+    print(f"svrl up: profile {profile.name} ({profile.path}): {', '.join(n.name for n in started)}")
+    if skipped:
+        print(f"svrl up: skipped (need a full ROS 2 install; use ros2 launch): {', '.join(skipped)}")
     stop_requested = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop_requested.set())
     signal.signal(signal.SIGTERM, lambda *_: stop_requested.set())
     procs: dict[str, subprocess.Popen] = {}
     with tempfile.TemporaryDirectory(prefix="svrl_up_") as tmp:
-        for node in profile.nodes:
+        for node in started:
             params = Path(tmp) / f"{node.name}.yaml"
             params.write_text(params_file_content(profile, node))
             proc = subprocess.Popen(
@@ -70,4 +78,7 @@ def _stop_all(procs: dict[str, subprocess.Popen]) -> None:
 
 
 def handle_up(args: argparse.Namespace) -> int:
-    return run_stack(args.profile)
+    overrides = list(args.set or [])
+    if args.checkpoint:  # shorthand, same as the launch file's checkpoint:= argument
+        overrides.append(f"policy_server.checkpoint={args.checkpoint}")
+    return run_stack(args.profile, overrides)

@@ -1,0 +1,390 @@
+"""How each kind of runner turns a goal into action chunks; `PolicyServer` owns everything around it.
+
+- `SelfExecutingDriver`: a runner that executes its own chunks in an in-process simulator (`sim_expert`).
+- `LearnedDriver` (`runner: learned`): a trained checkpoint behind the robot graph. Per chunk it waits
+  for the observation at the stamp the chunk starts from, runs the policy, publishes the chunk *before*
+  it executes (arm_controller executes it), then waits until the states that follow show it executed
+  (docs/robot_graph.md, "Time").
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from svrl_interfaces.action import ExecuteInstruction
+from svrl_interfaces.srv import ResetEpisode
+
+from svrl_ros import topics
+from svrl_ros.goal_context import GoalContext, GoalEnded
+from svrl_ros.learned_policy import (
+    CheckpointNotFoundError,
+    LearnedPolicy,
+    check_checkpoint_dir,
+    resolve_default_checkpoint,
+)
+from svrl_ros.observation_buffer import ObservationStore, attach_subscriptions
+from svrl_ros.runners import DIM_NAMES, EpisodeRunner, clip_text, tasks_by_instruction
+
+if TYPE_CHECKING:
+    from svrl_ros.policy_server import PolicyServer
+
+Result = ExecuteInstruction.Result
+Feedback = ExecuteInstruction.Feedback
+
+
+class RunnerDeadlineError(RuntimeError):
+    """A runner call did not answer within runner_deadline_s."""
+
+
+class Driver:
+    """How one kind of runner turns a goal into chunks; the server owns everything around it."""
+
+    action_space = "ee_delta"
+    checkpoint_id = ""
+    control_period_s = 0.1
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def admit(self, instruction: str) -> str | None:
+        """Cheap, thread-safe check at goal admission: None, or why the goal is rejected."""
+        return None
+
+    def start(self, ctx: GoalContext) -> None:
+        raise NotImplementedError
+
+    def run_chunk(self, ctx: GoalContext) -> None:
+        """Produce, publish and see executed one chunk; update ctx.steps; raise GoalEnded to end."""
+        raise NotImplementedError
+
+    def stop(self, ctx: GoalContext) -> None:
+        """Clean up after a goal (the server has already published the stop chunk)."""
+
+    def newest_stamp_ns(self) -> int | None:
+        return None
+
+    def request_load(self, path: str) -> str | None:
+        return "this runner loads no checkpoint"
+
+
+class SelfExecutingDriver(Driver):
+    """A runner that executes its chunks itself, in an in-process simulator (sim_expert)."""
+
+    def __init__(self, server: PolicyServer, runner: EpisodeRunner) -> None:
+        self._server = server
+        self._runner = runner
+        self.checkpoint_id = runner.name
+
+    def describe(self) -> str:
+        return self._runner.name
+
+    def admit(self, instruction: str) -> str | None:
+        return self._runner.check_instruction(instruction)
+
+    def start(self, ctx: GoalContext) -> None:
+        self._server.call_runner(ctx, self._runner.start, ctx.instruction)
+
+    def run_chunk(self, ctx: GoalContext) -> None:
+        chunk_started = time.monotonic()
+        chunk = self._server.call_runner(ctx, self._runner.run_chunk, ctx.remaining)
+        self.action_space, self.control_period_s = chunk.action_space, chunk.control_period_s
+        self._server.publish_chunk(
+            ctx,
+            chunk.actions,
+            stamp_ns=None,
+            action_space=chunk.action_space,
+            dim_names=chunk.dim_names,
+            control_period_s=chunk.control_period_s,
+            checkpoint_id=self._runner.name,
+        )
+        ctx.steps += chunk.executed_steps
+        self._server.feedback(ctx, Feedback.PHASE_EXECUTING)
+        if self._server._param("pace_realtime"):
+            budget = chunk.executed_steps * chunk.control_period_s
+            ctx.sleep(budget - (time.monotonic() - chunk_started))
+        if chunk.success:
+            raise GoalEnded(Result.REASON_SUCCESS, "the task's success condition holds", success=True)
+        if chunk.done:
+            raise GoalEnded(Result.REASON_MAX_STEPS, "the episode ended without success")
+
+    def stop(self, ctx: GoalContext) -> None:
+        self._server.call_runner_quietly(self._runner.stop)
+
+
+class LearnedDriver(Driver):
+    """A trained checkpoint driving the arm through the robot graph (docs/robot_graph.md, "Time")."""
+
+    def __init__(self, server: PolicyServer) -> None:
+        self._server = server
+        self._log = server.get_logger()
+        self.store = ObservationStore()
+        self._policy: LearnedPolicy | None = None
+        self._loading: str | None = None
+        self._sim_tasks: dict[str, str] | None = None
+        self.control_period_s = 1.0 / server._param("control_rate_hz")
+        path = self._initial_checkpoint()
+        self._load(path)  # at start-up, on the runner thread, no deadline: the first load may be slow
+        if self._policy is None:
+            raise CheckpointNotFoundError(f"could not load the checkpoint {path}; see the log above")
+        attach_subscriptions(server, self.store, server._io_group)
+        self._reset_client = server.create_client(
+            ResetEpisode, topics.SIM_RESET, callback_group=server._io_group
+        )
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def _initial_checkpoint(self) -> str:
+        given = str(self._server._param("checkpoint")).strip()
+        if given:
+            return given
+        path, origin = resolve_default_checkpoint(
+            self._server._param("demo_dir"), self._server._param("models_dir")
+        )
+        self._log.info(f"no checkpoint given: using {origin}: {path}")
+        return str(path)
+
+    def _load(self, path: str) -> None:
+        self._loading = path
+        try:
+            self._server._runner_thread.submit(self._load_on_runner_thread, path).result()
+        finally:
+            self._loading = None
+
+    def _load_on_runner_thread(self, path: str) -> None:
+        server = self._server
+        try:
+            policy = LearnedPolicy(path, server._param("backend"), server._param("temperature"))
+        except Exception as error:  # keep serving with the previous checkpoint, if any
+            self._log.error(f"cannot load checkpoint {path}: {error}")
+            return
+        self._policy = policy
+        self.checkpoint_id = policy.checkpoint_id
+        self.action_space = policy.action_space
+        self.store.set_cameras(policy.cameras)
+        self._log.info(f"checkpoint {policy.checkpoint_id} loaded (runtime {policy.runtime_name})")
+
+    def request_load(self, path: str) -> str | None:
+        """Load a new checkpoint between goals: refused while a goal runs (a chunk's id must be true)."""
+        reason = check_checkpoint_dir(path)
+        if reason is not None:
+            return reason
+        if self._server.goal_running():
+            return "a goal is running; set checkpoint between goals"
+        if self._loading is not None:
+            return f"still loading {self._loading}"
+        self._loading = path
+
+        def load() -> None:
+            try:
+                self._load_on_runner_thread(path)
+            finally:
+                self._loading = None
+
+        self._server._runner_thread.submit(load)
+        return None
+
+    def describe(self) -> str:
+        policy = self._policy
+        return (
+            f"learned {policy.checkpoint_id} on {policy.runtime_name}"
+            if policy
+            else "learned (no checkpoint)"
+        )
+
+    def admit(self, instruction: str) -> str | None:
+        if self._loading is not None:
+            return f"loading checkpoint {self._loading}"
+        if self._policy is None:
+            return "no checkpoint is loaded"
+        return None
+
+    def newest_stamp_ns(self) -> int | None:
+        return self.store.newest_state_ns()
+
+    # -- one goal ------------------------------------------------------------------------------------
+    def start(self, ctx: GoalContext) -> None:
+        server = self._server
+        self.control_period_s = 1.0 / server._param("control_rate_hz")
+        self._policy.reset_sampling()
+        ctx.success_source = server._param("success_source")
+        task = self._sim_task(ctx.instruction) if server._param("reset_sim") else None
+        if task is not None:
+            ctx.start_ns = self._reset_sim(ctx, task)
+        else:
+            if server._param("reset_sim"):
+                self._log.info(
+                    f"{clip_text(ctx.instruction)!r} is no sim task's instruction: running in the current scene"
+                )
+            obs = self.store.wait_for(
+                self.store.newest_observation,
+                server._param("observation_timeout_s"),
+                ctx.stop_requested,
+                ctx.poll_s,
+            )
+            ctx.check()
+            if obs is None:
+                raise self._missing(-1, "first observation")
+            ctx.start_ns = obs.stamp_ns
+        ctx.next_ns = ctx.start_ns
+
+    def _sim_task(self, instruction: str) -> str | None:
+        if self._sim_tasks is None:
+            self._sim_tasks = tasks_by_instruction()
+        return self._sim_tasks.get(instruction.strip().lower())
+
+    def _reset_sim(self, ctx: GoalContext, task: str) -> int:
+        """Reset the sim episode; returns the stamp of the reset state (the first status at step 0 after it)."""
+        server = self._server
+        timeout = server._param("observation_timeout_s")
+        if (
+            not self._reset_client.wait_for_service(timeout_sec=min(timeout, 2.0))
+            and not self._reset_client.service_is_ready()
+        ):
+            raise GoalEnded(Result.REASON_ERROR, f"{topics.SIM_RESET} is not available: is sim_node running?")
+        before = self.store.newest_state_ns()
+        before = -1 if before is None else before
+        request = ResetEpisode.Request(
+            task=task,
+            split=server._param("init_state_split"),
+            init_state_index=server._param("init_state_index"),
+        )
+        future = self._reset_client.call_async(request)
+        started = time.monotonic()
+        while not future.done():
+            ctx.wake.wait(ctx.poll_s)
+            if ctx.stop_requested():
+                ctx.check()
+            if time.monotonic() - started > timeout:
+                raise GoalEnded(
+                    Result.REASON_ERROR, f"{topics.SIM_RESET} did not answer within {timeout:.1f} s"
+                )
+        response = future.result()
+        if not response.success:
+            raise GoalEnded(Result.REASON_ERROR, f"the sim refused the reset: {response.message}")
+        self._log.info(
+            f"sim reset to {task} ({request.split} #{request.init_state_index}) for {clip_text(ctx.instruction)!r}"
+        )
+
+        def reset_state() -> int | None:
+            for status in self.store.statuses_after(before):
+                if status.step == 0:
+                    return status.stamp_ns
+            return None
+
+        stamp = self.store.wait_for(reset_state, timeout, ctx.stop_requested, ctx.poll_s)
+        ctx.check()
+        if stamp is None:
+            raise GoalEnded(
+                Result.REASON_ERROR, f"no {topics.SIM_STATUS} of the reset state within {timeout:.1f} s"
+            )
+        return stamp
+
+    def _missing(self, stamp_ns: int, what: str) -> GoalEnded:
+        missing = self.store.missing_at(stamp_ns) if stamp_ns >= 0 else ["any complete observation"]
+        refused = dict(self.store.refused)
+        extra = f"; refused so far: {refused}" if refused else ""
+        timeout = self._server._param("observation_timeout_s")
+        return GoalEnded(
+            Result.REASON_ERROR,
+            f"stale observation: no {what} within {timeout:.1f} s (missing: {', '.join(missing)}){extra}",
+        )
+
+    def _check_success(self, ctx: GoalContext, after_ns: int) -> None:
+        source = ctx.success_source
+        if source == "operator" and ctx.confirmed.is_set():
+            raise GoalEnded(Result.REASON_SUCCESS, "the operator confirmed success", success=True)
+        statuses = self.store.statuses_after(after_ns - 1)
+        if source == "sim":
+            if any(s.success for s in statuses):
+                raise GoalEnded(Result.REASON_SUCCESS, "the sim reports the task's success", success=True)
+            if any(s.done for s in statuses):
+                raise GoalEnded(Result.REASON_MAX_STEPS, "the episode ended without success")
+
+    def _budget_end(self, ctx: GoalContext) -> None:
+        if ctx.steps >= ctx.max_steps and ctx.success_source == "none":
+            raise GoalEnded(
+                Result.REASON_MAX_STEPS,
+                f"step budget of {ctx.max_steps} used; success was not judged (success_source none)",
+            )
+
+    def run_chunk(self, ctx: GoalContext) -> None:
+        server, store, policy = self._server, self.store, self._policy
+        period_ns = round(self.control_period_s * 1e9)
+        timeout = server._param("observation_timeout_s")
+        target = ctx.next_ns
+        self._check_success(ctx, ctx.start_ns)
+        # The observation the chunk starts from: exactly `target` in lock-step; the newest one from half
+        # a period before it on when the sim (or the robot) runs on in real time.
+        obs = store.wait_for(
+            lambda: store.newest_observation(target - period_ns // 2), timeout, ctx.stop_requested, ctx.poll_s
+        )
+        ctx.check()
+        if obs is None:
+            raise self._missing(target, f"observation at stamp {target / 1e9:.3f} s")
+        actions = server.call_runner(ctx, self._infer, policy, obs, ctx.instruction)
+        actions = np.asarray(actions, dtype=np.float32)[: ctx.remaining]
+        server.publish_chunk(
+            ctx,
+            actions,
+            stamp_ns=obs.stamp_ns,
+            action_space=policy.action_space,
+            dim_names=DIM_NAMES.get(policy.action_space, []),
+            control_period_s=self.control_period_s,
+            checkpoint_id=policy.checkpoint_id,
+        )
+        server.feedback(ctx, Feedback.PHASE_EXECUTING)
+        executed = self._wait_executed(ctx, obs.stamp_ns, len(actions), period_ns, timeout)
+        ctx.steps += executed
+        ctx.next_ns = obs.stamp_ns + executed * period_ns
+        server.feedback(ctx, Feedback.PHASE_EXECUTING)
+        self._check_success(ctx, ctx.start_ns)
+        self._budget_end(ctx)
+
+    @staticmethod
+    def _infer(policy: LearnedPolicy, obs: Any, instruction: str) -> np.ndarray:
+        return policy.infer(policy.observation(obs.images, obs.joints, instruction))
+
+    def _wait_executed(
+        self, ctx: GoalContext, stamp_ns: int, length: int, period_ns: int, timeout: float
+    ) -> int:
+        """Steps of the chunk executed, read from the stamps of the states that follow it.
+
+        Returns when the state after its last action arrives, or the episode ends / success is confirmed.
+        Aborts when no new state arrives for observation_timeout_s (the arm is not executing).
+        """
+        store = self.store
+        end_ns = stamp_ns + length * period_ns
+        last_seen = store.newest_state_ns()
+
+        def executed_so_far() -> int:
+            newest = store.newest_state_ns() or stamp_ns
+            return int(min(length, max(0, round((newest - stamp_ns) / period_ns))))
+
+        def progress() -> tuple[str, int] | None:
+            newest = store.newest_state_ns()
+            if newest is not None and newest >= end_ns - period_ns // 2:
+                return ("done", length)
+            ended = [s for s in store.statuses_after(stamp_ns) if s.done or s.success]
+            if ended or ctx.confirmed.is_set():
+                return ("done", executed_so_far())
+            if newest != last_seen:
+                return ("moved", executed_so_far())
+            return None
+
+        while True:
+            outcome = store.wait_for(progress, timeout, ctx.stop_requested, ctx.poll_s)
+            if ctx.stop_requested():
+                ctx.steps += executed_so_far()
+                ctx.check()
+            if outcome is None:
+                raise GoalEnded(
+                    Result.REASON_ERROR,
+                    f"stale observation: no new state for {timeout:.1f} s after chunk {ctx.chunk_index} "
+                    f"(executed {executed_so_far()} of {length}); is the arm executing (arm_controller "
+                    "mode, e-stop) and is the sim running?",
+                )
+            kind, executed = outcome
+            if kind == "done":
+                return executed
+            last_seen = store.newest_state_ns()

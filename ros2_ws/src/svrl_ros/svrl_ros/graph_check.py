@@ -1,0 +1,279 @@
+"""`svrl graph-check`: the same policy, the same initial states, in process and through the robot graph.
+
+The proof that training and deployment see the same thing. In process, the policy runtime drives a
+`SimEnv` directly, as the evaluation does. Through the graph, `svrl up --profile sim` starts sim_node
+(lock-step), policy_server and arm_controller, and this command is the operator: one ExecuteInstruction
+goal per task. In lock-step the two must agree episode for episode: same outcome, same number of steps,
+and the same action chunks, because every observation the policy sees over DDS (images, proprio rebuilt
+from joint states by the shared kinematics) is bit-identical to the in-process one, and every action is
+applied to the state it was computed for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# Generous hang guards only; nothing here judges speed.
+GRAPH_START_LIMIT_S = 120.0
+EPISODE_LIMIT_S = 600.0
+
+
+@dataclass
+class EpisodeTrace:
+    task: str
+    success: bool
+    steps: int
+    chunks: list[np.ndarray] = field(default_factory=list, repr=False)
+    reason: str = ""
+
+
+def in_process_episode(runtime, task: str, init_index: int, image_size: int) -> EpisodeTrace:
+    """Greedy episode with the runtime stepping a SimEnv directly: the evaluation's rollout, batch 1."""
+    from svrl_sim.env import SimEnv
+    from svrl_sim.tasks import InitState
+
+    env = SimEnv(image_size=image_size, action_space=runtime.config.action_space)
+    obs, _ = env.reset(task, InitState("eval", init_index))
+    trace = EpisodeTrace(task=task, success=False, steps=0)
+    while env.episode_running:
+        batch = {
+            "images": {cam: img[None] for cam, img in obs["images"].items()},
+            "proprio": obs["proprio"][None],
+            "instruction": [obs["instruction"]],
+        }
+        actions = runtime.sample(batch, temperature=0.0).actions[0]
+        trace.chunks.append(np.asarray(actions, dtype=np.float32))
+        obs, _reward, terminated, _truncated, info = env.step_chunk(actions)
+        trace.success = trace.success or terminated
+        trace.steps = info["step"]
+    trace.reason = "success" if trace.success else "time limit"
+    return trace
+
+
+class GraphClient:
+    """The operator's side of the graph: sends goals, records the chunks each goal produced."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from rclpy.action import ActionClient
+        from rclpy.executors import SingleThreadedExecutor
+        from svrl_interfaces.action import ExecuteInstruction
+        from svrl_interfaces.msg import ActionChunk
+
+        from svrl_ros.conversions import chunk_actions
+        from svrl_ros.topics import ACTION_CHUNK, EXECUTE_INSTRUCTION
+
+        self._rclpy = rclpy
+        self._goal_type = ExecuteInstruction.Goal
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("svrl_graph_check", context=self.context)
+        self.action = ActionClient(self.node, ExecuteInstruction, EXECUTE_INSTRUCTION)
+        self._chunks: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+        def on_chunk(msg: ActionChunk) -> None:
+            if msg.chunk_length > 0:
+                with self._lock:
+                    self._chunks.append(chunk_actions(msg).copy())
+
+        self.node.create_subscription(ActionChunk, ACTION_CHUNK, on_chunk, 100)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def wait_for_server(self, limit_s: float) -> bool:
+        return self.action.wait_for_server(timeout_sec=limit_s)
+
+    def run(self, task: str, instruction: str) -> EpisodeTrace:
+        with self._lock:
+            self._chunks = []
+        goal = self._goal_type(instruction=instruction, max_steps=0)
+        handle = _wait(self.action.send_goal_async(goal), EPISODE_LIMIT_S)
+        if not handle.accepted:
+            return EpisodeTrace(task=task, success=False, steps=0, reason="goal rejected")
+        result = _wait(handle.get_result_async(), EPISODE_LIMIT_S).result
+        time.sleep(0.2)  # chunks published just before the result may still be in flight
+        with self._lock:
+            chunks = list(self._chunks)
+        return EpisodeTrace(
+            task, bool(result.success), int(result.steps), chunks, f"{result.reason}: {result.message}"
+        )
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self._rclpy.try_shutdown(context=self.context)
+        self._thread.join(timeout=5)
+
+
+def _wait(future, limit_s: float):
+    deadline = time.monotonic() + limit_s
+    while not future.done():
+        if time.monotonic() > deadline:
+            raise TimeoutError("no answer from the policy server")
+        time.sleep(0.005)
+    return future.result()
+
+
+def chunks_agree(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    """Same chunks in the same order; a chunk cut short by the step budget compares on its prefix."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        n = min(len(x), len(y))
+        if x.shape[1:] != y.shape[1:] or not np.array_equal(x[:n], y[:n]):
+            return False
+    return True
+
+
+def start_graph(
+    ckpt: Path, init_index: int, image_size: int, log: Path, env: dict[str, str]
+) -> subprocess.Popen:
+    command = [
+        sys.executable, "-m", "svrl_trainer.cli", "up", "--profile", "sim",
+        "--set", f"policy_server.checkpoint={ckpt}",
+        "--set", f"policy_server.init_state_index={init_index}",
+        "--set", "policy_server.init_state_split=eval",
+        "--set", f"sim_node.image_size={image_size}",
+        "--set", "sim_node.timing=lockstep",
+    ]  # fmt: skip
+    handle = open(log, "wb")  # noqa: SIM115 - closed by stop_graph
+    proc = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    proc.log_handle = handle  # type: ignore[attr-defined]
+    return proc
+
+
+def stop_graph(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    proc.log_handle.close()  # type: ignore[attr-defined]
+
+
+def graph_check(ckpt: Path, suite: str, init_index: int, out: Path | None) -> dict:
+    from svrl_policy.runtime import load_runtime
+    from svrl_sim.tasks import tasks_in_suite
+
+    runtime = load_runtime(ckpt, backend="auto")
+    image_size = int(runtime.config.image_size)
+    tasks = tasks_in_suite(suite)
+    reference = [in_process_episode(runtime, t.name, init_index, image_size) for t in tasks]
+
+    env = dict(os.environ)
+    env.setdefault("ROS_DOMAIN_ID", str(random.randint(60, 100)))  # a domain of its own by default
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
+    log = (out or Path(".")) / "graph_check_stack.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    proc = start_graph(ckpt, init_index, image_size, log, env)
+    client = None
+    try:
+        client = GraphClient()
+        if not client.wait_for_server(GRAPH_START_LIMIT_S):
+            raise RuntimeError(f"the sim graph never served goals; see {log}")
+        through_graph = [client.run(t.name, t.instruction) for t in tasks]
+    finally:
+        if client is not None:
+            client.close()
+        stop_graph(proc)
+
+    rows = []
+    for ref, got in zip(reference, through_graph, strict=True):
+        rows.append(
+            {
+                "task": ref.task,
+                "in_process": {"success": ref.success, "steps": ref.steps, "chunks": len(ref.chunks)},
+                "graph": {
+                    "success": got.success,
+                    "steps": got.steps,
+                    "chunks": len(got.chunks),
+                    "reason": got.reason,
+                },
+                "agree": ref.success == got.success
+                and ref.steps == got.steps
+                and chunks_agree(ref.chunks, got.chunks),
+            }
+        )
+    report = {
+        "checkpoint": str(ckpt),
+        "runtime": runtime.name,
+        "suite": suite,
+        "init_state": {"split": "eval", "index": init_index},
+        "image_size": image_size,
+        "episodes": rows,
+        "all_agree": all(r["agree"] for r in rows),
+    }
+    if out is not None:
+        from svrl_trainer.atomic import write_text_atomic
+
+        write_text_atomic(out / "graph_check.json", json.dumps(report, indent=2) + "\n")
+        write_text_atomic(out / "graph_check.md", markdown(report))
+    return report
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        f"Robot graph (lock-step, `svrl up --profile sim`) vs in process, {report['suite']} suite, "
+        f"eval state {report['init_state']['index']}, runtime {report['runtime']}:",
+        "",
+        "| task | in process | through the graph | same chunks and outcome |",
+        "|---|---|---|---|",
+    ]
+    for r in report["episodes"]:
+        a, b = r["in_process"], r["graph"]
+        lines.append(
+            f"| {r['task']} | {'success' if a['success'] else 'fail'}, {a['steps']} steps | "
+            f"{'success' if b['success'] else 'fail'}, {b['steps']} steps | {'yes' if r['agree'] else '**no**'} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "graph-check",
+        help="run a checkpoint in process and through the ROS robot graph (lock-step) on the same states",
+    )
+    p.add_argument(
+        "--ckpt", type=Path, required=True, help="policy checkpoint directory (policy.onnx is used if fresh)"
+    )
+    p.add_argument("--suite", default="spatial")
+    p.add_argument("--init-state", type=int, default=0, help="evaluation initial state used for every task")
+    p.add_argument("--out", type=Path, default=None, help="write graph_check.{json,md} here")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="exit 0 when the report was written, even if the two runs disagree (the caller reads it)",
+    )
+    p.set_defaults(handler=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    report = graph_check(args.ckpt, args.suite, args.init_state, args.out)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(markdown(report))
+    if not report["all_agree"]:
+        print("the graph and the in-process run disagree: see the table", file=sys.stderr)
+        return 0 if args.report_only else 1
+    return 0

@@ -1,0 +1,220 @@
+"""The policy server's view of the robot: camera frames, joint states and episode status, keyed by stamp.
+
+docs/robot_graph.md pairs everything by stamp: an observation is both images and the joint state at one
+stamp, and a chunk's progress is read from the stamps of the states that follow it. `ObservationStore`
+holds the last few stamps of each stream and lets the goal thread wait on arrivals (without polling
+the executor). It has no ROS in it and is unit-tested on its own; `attach_subscriptions` feeds it from
+the topics and refuses unusable messages per message (counted and logged, never raised).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from svrl_ros.learned_policy import JointReading
+
+T = TypeVar("T")
+ARM_JOINTS = tuple(f"joint{i}" for i in range(1, 8))  # svrl_sim.robot.ARM_JOINTS
+FINGER_JOINTS = ("finger_joint1", "finger_joint2")  # svrl_sim.robot.FINGER_JOINTS
+JOINT_STATES_KEY = "joint_states"
+
+
+@dataclass(frozen=True)
+class Observation:
+    stamp_ns: int
+    images: dict[str, np.ndarray]
+    joints: JointReading
+
+
+@dataclass(frozen=True)
+class StatusSample:
+    """The fields of svrl_interfaces/EpisodeStatus the server acts on."""
+
+    stamp_ns: int
+    step: int
+    success: bool
+    done: bool
+    task: str = ""
+
+
+class ObservationStore:
+    """Thread-safe, bounded per-stamp storage of the three streams, with waits on arrival."""
+
+    def __init__(self, cameras: tuple[str, ...] = ("main", "wrist"), keep: int = 64) -> None:
+        self.cameras = tuple(cameras)
+        self._keep = keep
+        self._cond = threading.Condition()
+        self._images: dict[str, OrderedDict[int, np.ndarray]] = {c: OrderedDict() for c in self.cameras}
+        self._joints: OrderedDict[int, JointReading] = OrderedDict()
+        self._status: OrderedDict[int, StatusSample] = OrderedDict()
+        self.refused: Counter[str] = Counter()
+
+    # ---------------------------------------------------------------------------------------- input
+    def set_cameras(self, cameras: tuple[str, ...]) -> None:
+        """A newly loaded policy may use other cameras; frames of unused cameras are simply not needed."""
+        with self._cond:
+            for cam in cameras:
+                self._images.setdefault(cam, OrderedDict())
+            self.cameras = tuple(cameras)
+
+    def add_image(self, camera: str, stamp_ns: int, image: np.ndarray) -> None:
+        with self._cond:
+            self._put(self._images.setdefault(camera, OrderedDict()), stamp_ns, image)
+
+    def add_joints(self, stamp_ns: int, joints: JointReading) -> None:
+        with self._cond:
+            self._put(self._joints, stamp_ns, joints)
+
+    def add_status(self, status: StatusSample) -> None:
+        with self._cond:
+            self._put(self._status, status.stamp_ns, status)
+
+    def refuse(self, stream: str) -> int:
+        """Count one refused message of `stream`; returns the running count (callers log 1, 10, 100...)."""
+        with self._cond:
+            self.refused[stream] += 1
+            return self.refused[stream]
+
+    def _put(self, store: OrderedDict, stamp_ns: int, value: Any) -> None:
+        store[stamp_ns] = value
+        store.move_to_end(stamp_ns)
+        while len(store) > self._keep:
+            store.popitem(last=False)
+        self._cond.notify_all()
+
+    # ---------------------------------------------------------------------------------------- queries
+    def observation_at(self, stamp_ns: int) -> Observation | None:
+        """Both images and the joint state at exactly this stamp, or None."""
+        with self._cond:
+            joints = self._joints.get(stamp_ns)
+            images = {c: self._images[c].get(stamp_ns) for c in self.cameras}
+            if joints is None or any(v is None for v in images.values()):
+                return None
+            return Observation(stamp_ns, images, joints)  # type: ignore[arg-type]
+
+    def newest_observation(self, min_stamp_ns: int = -1) -> Observation | None:
+        """The newest complete observation with stamp >= min_stamp_ns."""
+        with self._cond:
+            for stamp in reversed(self._joints):
+                if stamp < min_stamp_ns:
+                    break
+                obs = self.observation_at(stamp)
+                if obs is not None:
+                    return obs
+            return None
+
+    def missing_at(self, stamp_ns: int) -> list[str]:
+        """What an observation at this stamp still lacks, named by stream (for the abort reason)."""
+        with self._cond:
+            missing = [f"{c} image" for c in self.cameras if stamp_ns not in self._images[c]]
+            if stamp_ns not in self._joints:
+                missing.append(JOINT_STATES_KEY)
+            return missing
+
+    def newest_state_ns(self) -> int | None:
+        """Stamp of the newest state heard of (a joint state or an episode status)."""
+        with self._cond:
+            stamps = [next(reversed(s)) for s in (self._joints, self._status) if s]
+            return max(stamps) if stamps else None
+
+    def statuses_after(self, stamp_ns: int) -> list[StatusSample]:
+        with self._cond:
+            return [s for t, s in self._status.items() if t > stamp_ns]
+
+    def newest_status(self) -> StatusSample | None:
+        with self._cond:
+            return next(reversed(self._status.values())) if self._status else None
+
+    def wait_for(
+        self,
+        predicate: Callable[[], T | None],
+        timeout_s: float,
+        should_stop: Callable[[], bool] = lambda: False,
+        poll_s: float = 0.05,
+    ) -> T | None:
+        """Wait until `predicate()` returns something, `should_stop()` is true, or `timeout_s` passes.
+
+        Wakes on every arrival and at least every `poll_s` (a control period or less), so a cancel is
+        seen within one control period. Sleeps on a condition: other callbacks keep running.
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                result = predicate()
+                if result is not None:
+                    return result
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or should_stop():
+                    return None
+                self._cond.wait(min(poll_s, remaining))
+
+
+def _log_refusal(node, store: ObservationStore, stream: str, error: Exception) -> None:
+    count = store.refuse(stream)
+    if count in (1, 10, 100, 1000) or count % 10000 == 0:
+        node.get_logger().warning(f"refused {stream} message #{count}: {error}")
+
+
+def attach_subscriptions(node, store: ObservationStore, callback_group=None) -> list:
+    """Subscribe `node` to both cameras, joint_states and sim/episode_status, feeding `store`."""
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image, JointState
+    from svrl_interfaces.msg import EpisodeStatus
+
+    from svrl_ros import topics
+    from svrl_ros.conversions import MessageError, image_from_msg, joint_positions, stamp_to_nanoseconds
+
+    def on_image(camera: str) -> Callable[[Image], None]:
+        def callback(msg: Image) -> None:
+            try:
+                image = image_from_msg(msg)
+            except (MessageError, ValueError) as error:
+                _log_refusal(node, store, f"{camera} image", error)
+                return
+            store.add_image(camera, stamp_to_nanoseconds(msg.header.stamp), image)
+
+        return callback
+
+    def on_joints(msg: JointState) -> None:
+        try:
+            q = joint_positions(msg, ARM_JOINTS + FINGER_JOINTS)
+        except (MessageError, ValueError) as error:
+            _log_refusal(node, store, JOINT_STATES_KEY, error)
+            return
+        store.add_joints(stamp_to_nanoseconds(msg.header.stamp), JointReading(q[:7].copy(), q[7:].copy()))
+
+    def on_status(msg: EpisodeStatus) -> None:
+        store.add_status(
+            StatusSample(
+                stamp_ns=stamp_to_nanoseconds(msg.header.stamp),
+                step=int(msg.step),
+                success=bool(msg.success),
+                done=bool(msg.done),
+                task=str(msg.task),
+            )
+        )
+
+    subs = [
+        node.create_subscription(
+            Image, topic, on_image(cam), qos_profile_sensor_data, callback_group=callback_group
+        )
+        for cam, topic in topics.CAMERA_IMAGE_TOPICS.items()
+    ]
+    subs.append(
+        node.create_subscription(
+            JointState, topics.JOINT_STATES, on_joints, 50, callback_group=callback_group
+        )
+    )
+    subs.append(
+        node.create_subscription(
+            EpisodeStatus, topics.SIM_STATUS, on_status, 50, callback_group=callback_group
+        )
+    )
+    return subs
