@@ -9,10 +9,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from svrl_interfaces.action import ExecuteInstruction
 from svrl_interfaces.srv import ResetEpisode
 
@@ -32,6 +36,40 @@ if TYPE_CHECKING:
 
 Result = ExecuteInstruction.Result
 Feedback = ExecuteInstruction.Feedback
+
+
+class ArmRefusals:
+    """arm_controller's refusals as it reports them on /diagnostics (a WARN/ERROR status saying "refused").
+
+    In lock-step a refused step means the sim waits for ever; on a robot the arm holds. Either way the
+    goal cannot go on, and the operator should read arm_controller's reason rather than a stale-observation
+    timeout some seconds later.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._latest: tuple[float, str] | None = None
+
+    def on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if (
+                status.name.endswith(": safety filter")
+                and _level(status.level) >= _level(DiagnosticStatus.WARN)
+                and "refused" in status.message
+            ):
+                with self._lock:
+                    self._latest = (time.monotonic(), status.message)
+
+    def since(self, monotonic_s: float) -> str | None:
+        """The newest refusal reported after `monotonic_s`, or None."""
+        with self._lock:
+            latest = self._latest
+        return latest[1] if latest is not None and latest[0] >= monotonic_s else None
+
+
+def _level(value: bytes | int) -> int:
+    """DiagnosticStatus.level is a byte in rclpy (b'\\x01'), an int elsewhere."""
+    return value[0] if isinstance(value, bytes) else int(value)
 
 
 class RunnerDeadlineError(RuntimeError):
@@ -113,6 +151,22 @@ class SelfExecutingDriver(Driver):
         self._server.call_runner_quietly(self._runner.stop)
 
 
+@dataclass(frozen=True)
+class ChunkTiming:
+    """Where one chunk's serving time went, on the monotonic clock (ns); read by `svrl bench serve`.
+
+    completed: the message that completed the observation reached the process; runner_started /
+    runner_finished: proprio + inference on the runner thread; published: the chunk was handed to DDS.
+    """
+
+    stamp_ns: int
+    chunk_index: int
+    completed_ns: int
+    runner_started_ns: int
+    runner_finished_ns: int
+    published_ns: int
+
+
 class LearnedDriver(Driver):
     """A trained checkpoint driving the arm through the robot graph (docs/robot_graph.md, "Time")."""
 
@@ -122,6 +176,7 @@ class LearnedDriver(Driver):
         self.store = ObservationStore()
         self._policy: LearnedPolicy | None = None
         self._loading: str | None = None
+        self.chunk_timings: deque[ChunkTiming] = deque(maxlen=1024)  # instrumentation, newest last
         self._sim_tasks: dict[str, str] | None = None
         self.control_period_s = 1.0 / server._param("control_rate_hz")
         path = self._initial_checkpoint()
@@ -129,6 +184,11 @@ class LearnedDriver(Driver):
         if self._policy is None:
             raise CheckpointNotFoundError(f"could not load the checkpoint {path}; see the log above")
         attach_subscriptions(server, self.store, server._io_group)
+        self.arm_refusals = ArmRefusals()
+        server.create_subscription(
+            DiagnosticArray, topics.DIAGNOSTICS, self.arm_refusals.on_diagnostics, 10,
+            callback_group=server._io_group,
+        )  # fmt: skip
         self._reset_client = server.create_client(
             ResetEpisode, topics.SIM_RESET, callback_group=server._io_group
         )
@@ -322,8 +382,10 @@ class LearnedDriver(Driver):
         ctx.check()
         if obs is None:
             raise self._missing(target, f"observation at stamp {target / 1e9:.3f} s")
-        actions = server.call_runner(ctx, self._infer, policy, obs, ctx.instruction)
+        completed_ns = store.completed_ns(obs.stamp_ns)
+        actions, runner_ns = server.call_runner(ctx, self._timed_infer, policy, obs, ctx.instruction)
         actions = np.asarray(actions, dtype=np.float32)[: ctx.remaining]
+        published_s = time.monotonic()
         server.publish_chunk(
             ctx,
             actions,
@@ -333,8 +395,12 @@ class LearnedDriver(Driver):
             control_period_s=self.control_period_s,
             checkpoint_id=policy.checkpoint_id,
         )
+        if completed_ns is not None:
+            self.chunk_timings.append(
+                ChunkTiming(obs.stamp_ns, ctx.chunk_index, completed_ns, *runner_ns, time.monotonic_ns())
+            )
         server.feedback(ctx, Feedback.PHASE_EXECUTING)
-        executed = self._wait_executed(ctx, obs.stamp_ns, len(actions), period_ns, timeout)
+        executed = self._wait_executed(ctx, obs.stamp_ns, len(actions), period_ns, timeout, published_s)
         ctx.steps += executed
         ctx.next_ns = obs.stamp_ns + executed * period_ns
         server.feedback(ctx, Feedback.PHASE_EXECUTING)
@@ -342,11 +408,19 @@ class LearnedDriver(Driver):
         self._budget_end(ctx)
 
     @staticmethod
+    def _timed_infer(
+        policy: LearnedPolicy, obs: Any, instruction: str
+    ) -> tuple[np.ndarray, tuple[int, int]]:
+        started = time.monotonic_ns()
+        actions = LearnedDriver._infer(policy, obs, instruction)
+        return actions, (started, time.monotonic_ns())
+
+    @staticmethod
     def _infer(policy: LearnedPolicy, obs: Any, instruction: str) -> np.ndarray:
         return policy.infer(policy.observation(obs.images, obs.joints, instruction))
 
     def _wait_executed(
-        self, ctx: GoalContext, stamp_ns: int, length: int, period_ns: int, timeout: float
+        self, ctx: GoalContext, stamp_ns: int, length: int, period_ns: int, timeout: float, published_s: float
     ) -> int:
         """Steps of the chunk executed, read from the stamps of the states that follow it.
 
@@ -368,6 +442,8 @@ class LearnedDriver(Driver):
             ended = [s for s in store.statuses_after(stamp_ns) if s.done or s.success]
             if ended or ctx.confirmed.is_set():
                 return ("done", executed_so_far())
+            if self.arm_refusals.since(published_s) is not None:
+                return ("refused", executed_so_far())
             if newest != last_seen:
                 return ("moved", executed_so_far())
             return None
@@ -387,4 +463,10 @@ class LearnedDriver(Driver):
             kind, executed = outcome
             if kind == "done":
                 return executed
+            if kind == "refused":
+                ctx.steps += executed
+                raise GoalEnded(
+                    Result.REASON_ERROR,
+                    f"arm_controller stopped executing the chunk: {self.arm_refusals.since(published_s)}",
+                )
             last_seen = store.newest_state_ns()

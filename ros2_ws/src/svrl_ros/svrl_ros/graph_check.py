@@ -168,13 +168,15 @@ def stop_graph(proc: subprocess.Popen) -> None:
     proc.log_handle.close()  # type: ignore[attr-defined]
 
 
-def graph_check(ckpt: Path, suite: str, init_index: int, out: Path | None) -> dict:
+def graph_check(
+    ckpt: Path, suite: str, init_index: int, out: Path | None, *, max_tasks: int | None = None
+) -> dict:
     from svrl_policy.runtime import load_runtime
     from svrl_sim.tasks import tasks_in_suite
 
     runtime = load_runtime(ckpt, backend="auto")
     image_size = int(runtime.config.image_size)
-    tasks = tasks_in_suite(suite)
+    tasks = tasks_in_suite(suite)[:max_tasks]
     reference = [in_process_episode(runtime, t.name, init_index, image_size) for t in tasks]
 
     env = dict(os.environ)
@@ -239,9 +241,10 @@ def markdown(report: dict) -> str:
     ]
     for r in report["episodes"]:
         a, b = r["in_process"], r["graph"]
+        why = "" if r["agree"] else f" ({b['reason']})"
         lines.append(
             f"| {r['task']} | {'success' if a['success'] else 'fail'}, {a['steps']} steps | "
-            f"{'success' if b['success'] else 'fail'}, {b['steps']} steps | {'yes' if r['agree'] else '**no**'} |"
+            f"{'success' if b['success'] else 'fail'}, {b['steps']} steps | {'yes' if r['agree'] else '**no**'}{why} |"
         )
     lines.append("")
     return "\n".join(lines)
