@@ -13,13 +13,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 console = Console()
 
 
-def run_train(config_path: str, *, resume: bool, overrides: dict) -> int:
-    from svrl_trainer.config import load_train_config
-    from svrl_trainer.train import GrpoTrainer, metrics_summary
+def run_train(config_path: str, *, resume: bool, overrides: dict, overwrite: bool = False) -> int:
+    """Exit 2 with the reason (no traceback) when the run folder holds another run or --resume would
+    continue it under a changed config."""
+    from svrl_trainer.config import ResumeConfigError, load_train_config
+    from svrl_trainer.train import GrpoTrainer, RunExistsError, metrics_summary
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = load_train_config(config_path, overrides)
-    trainer = GrpoTrainer(config, resume=resume)
+    try:
+        trainer = GrpoTrainer(config, resume=resume, overwrite=overwrite)
+    except (RunExistsError, ResumeConfigError) as error:
+        console.print(f"svrl train: {error}", style="red", markup=False, highlight=False)
+        return 2
     # SIGTERM (a scheduler stopping the job) ends the run like Ctrl-C: the last complete checkpoint stays.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     console.print(f"GRPO on {len(trainer.tasks)} tasks from {config.init_checkpoint or 'the last checkpoint'}; "

@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--resume", action="store_true", help="continue from the run's last complete checkpoint"
     )
     train.add_argument(
+        "--overwrite", action="store_true", help="clear the previous run in the config's out_dir first"
+    )
+    train.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config key, e.g. --set optim.lr=1e-4 --set env.tasks=[spatial,object]",
     )  # fmt: skip
@@ -73,7 +76,9 @@ def _parse_overrides(items: list[str]) -> dict:
 def _handle_train(args: argparse.Namespace) -> int:
     from svrl_trainer.cli_train import run_train
 
-    return run_train(args.config, resume=args.resume, overrides=_parse_overrides(args.overrides))
+    return run_train(
+        args.config, resume=args.resume, overwrite=args.overwrite, overrides=_parse_overrides(args.overrides)
+    )
 
 
 def _handle_eval(args: argparse.Namespace) -> int:

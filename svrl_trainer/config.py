@@ -14,6 +14,28 @@ from typing import Any
 
 import yaml
 
+INIT_STATE_SCHEDULES = ("uniform", "mixed_first")
+
+# Keys a resumed run may change: they do not change the weights the run produces. Training length and
+# budget (extend a run), evaluation (greedy, seedless, never feeds training), checkpoint cadence, where
+# the run lives, and where rollouts/learning run (Ray and in-process rollouts, DDP and FSDP learners are
+# tested to give the same trajectories and weights). Everything else must match the stored config.
+RESUMABLE_KEYS = (
+    "total_steps",
+    "time_budget_minutes",
+    "out_dir",
+    "threads",
+    "eval.",
+    "checkpoint.",
+    "env.num_workers",
+    "rollout.",
+    "learner.",
+)
+
+
+class ResumeConfigError(ValueError):
+    """`--resume` with a config that differs from the run's own in keys that change its result."""
+
 
 class TrainConfigError(ValueError):
     """A config file or value that cannot run; names the key and the rule."""
@@ -30,6 +52,11 @@ class EnvSection:
     num_workers: int | None = None
     """simulator worker processes; default: one per core"""
     image_size: int = 128
+    init_state_schedule: str = "uniform"
+    """which training initial states GRPO samples: 'uniform' (the paper: any task, any state) or
+    'mixed_first' (prefer states whose recent sampled success is neither 0 nor 1; see init_schedule.py)"""
+    init_state_explore: float = 0.25
+    """mixed_first only: the share of groups still drawn uniformly, so new mixed states are found"""
 
 
 @dataclass(frozen=True)
@@ -62,6 +89,12 @@ class GrpoSection:
     accuracy_upper: float = 0.9
     max_sampling_rounds: int = 8
     """collection rounds per step before updating with the valid groups found so far"""
+    oversample: float = 1.0
+    """groups rolled out per sampling round, as a multiple of groups_per_batch (paper: 1.0, a full
+    batch of prompts every round; valid groups beyond groups_per_batch are discarded)"""
+    sample_missing_only: bool = False
+    """each round rolls out only the groups still missing (svrl before issue 10; leaves envs idle
+    in later waves and needs many more rounds from a low start)"""
     clip_ratio_low: float = 0.2
     clip_ratio_high: float = 0.28
     kl_coef: float = 0.0
@@ -74,7 +107,11 @@ class OptimSection:
     """paper: 5e-6 (7B model); the tiny96 SFT policy: 5e-5 (3e-4 collapsed it, see configs/tiny.yaml)"""
     weight_decay: float = 0.0
     mini_batches: int = 4
-    """optimizer steps per batch (paper: 512 / 128 = 4)"""
+    """optimizer steps per full batch (paper: 512 / 128 = 4); mini-batches never split a group"""
+    scale_mini_batches: bool = True
+    """a batch with fewer valid groups than groups_per_batch takes proportionally fewer optimizer
+    steps (the mini-batch keeps its size in groups) instead of `mini_batches` steps on a handful
+    of trajectories"""
     ppo_epochs: int = 1
     micro_batch_steps: int = 64
     grad_clip: float = 1.0
@@ -134,6 +171,19 @@ class TrainConfig:
             raise TrainConfigError(f"learner.strategy={self.learner.strategy!r}: choose 'ddp' or 'fsdp'")
         if self.env.num_envs < 1 or self.total_steps < 0 or self.optim.mini_batches < 1:
             raise TrainConfigError("env.num_envs and optim.mini_batches must be >= 1, total_steps >= 0")
+        if g.max_sampling_rounds < 1 or g.oversample <= 0:
+            raise TrainConfigError(
+                f"grpo.max_sampling_rounds={g.max_sampling_rounds}, oversample={g.oversample}: "
+                "need >= 1 round and oversample > 0"
+            )
+        if self.env.init_state_schedule not in INIT_STATE_SCHEDULES:
+            raise TrainConfigError(
+                f"env.init_state_schedule={self.env.init_state_schedule!r}: choose one of {INIT_STATE_SCHEDULES}"
+            )
+        if not 0.0 <= self.env.init_state_explore <= 1.0:
+            raise TrainConfigError(
+                f"env.init_state_explore={self.env.init_state_explore}: need a share in [0, 1]"
+            )
 
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -197,3 +247,47 @@ def _coerce(value: Any, annotation: str, key: str) -> Any:
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
+
+
+def flatten_config(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"grpo": {"temperature": 1.0}} -> {"grpo.temperature": 1.0}; tuples become lists (as in JSON/YAML)."""
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def resume_config_diff(stored: dict[str, Any], current: TrainConfig) -> list[str]:
+    """The keys (outside RESUMABLE_KEYS) whose value differs, one 'key: run X, now Y' line each.
+
+    A key missing from `stored` (a run saved before that key existed) compares as its default.
+    """
+    before = {**flatten_config(config_to_dict(TrainConfig())), **flatten_config(stored)}
+    now = flatten_config(config_to_dict(current))
+    lines = []
+    for key in sorted(set(before) | set(now)):
+        if key.startswith(RESUMABLE_KEYS) or before.get(key) == now.get(key):
+            continue
+        if key == "init_checkpoint" and _same_path(before.get(key), now.get(key)):
+            continue
+        lines.append(f"{key}: run {before.get(key, '<absent>')!r}, now {now.get(key, '<absent>')!r}")
+    return lines
+
+
+def check_resume_config(stored: dict[str, Any], current: TrainConfig, out_dir: Path) -> None:
+    """Refuse to resume under a changed config: the continued run would match neither config."""
+    diff = resume_config_diff(stored, current)
+    if diff:
+        raise ResumeConfigError(
+            f"--resume: {out_dir} was trained with another config; differing keys:\n  "
+            + "\n  ".join(diff)
+            + "\nResume with the run's own config, or pass --overwrite (or another out_dir) to start a new run. "
+            f"Keys a resume may change: {', '.join(RESUMABLE_KEYS)}"
+        )
+
+
+def _same_path(a: Any, b: Any) -> bool:
+    return isinstance(a, str) and isinstance(b, str) and bool(a) and Path(a).resolve() == Path(b).resolve()

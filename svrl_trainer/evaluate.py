@@ -24,7 +24,10 @@ class TaskResult:
     task: str
     suite: str
     episodes: int
+    """episodes that ran to their end (lost ones excluded: their outcome is unknown)"""
     successes: int
+    lost: int = 0
+    """episodes lost with a dead simulator worker; counted neither as success nor as failure"""
 
     @property
     def success_rate(self) -> float:
@@ -53,10 +56,15 @@ class EvalReport:
     def episodes(self) -> int:
         return sum(r.episodes for r in self.tasks)
 
+    @property
+    def lost(self) -> int:
+        return sum(r.lost for r in self.tasks)
+
     def to_dict(self) -> dict:
         return {
             "temperature": self.temperature,
             "episodes": self.episodes,
+            "lost_episodes": self.lost,
             "success_rate": self.overall,
             "suites": self.suites(),
             "tasks": [{**asdict(r), "success_rate": r.success_rate} for r in self.tasks],
@@ -69,6 +77,8 @@ class EvalReport:
             lines.append(
                 f"| **{suite}** (all tasks) | {sum(r.episodes for r in self.tasks if r.suite == suite)} | **{100 * rate:.1f} %** |"
             )
+        if self.lost:
+            lines.append(f"\n{self.lost} episode(s) lost with a dead simulator worker: not counted.")
         return "\n".join(lines) + "\n"
 
     def write(self, out_dir: Path, title: str = "held-out success") -> None:
@@ -110,8 +120,9 @@ def evaluate(
     )
     results = []
     for task in tasks:
-        idx = [i for i, s in enumerate(batch.specs) if s.task == task.name]
-        results.append(TaskResult(task.name, task.suite, len(idx), int(np.sum(batch.success[idx]))))
+        idx = [i for i, s in enumerate(batch.specs) if s.task == task.name and not batch.worker_failed[i]]
+        lost = sum(1 for i, s in enumerate(batch.specs) if s.task == task.name and batch.worker_failed[i])
+        results.append(TaskResult(task.name, task.suite, len(idx), int(np.sum(batch.success[idx])), lost))
     return EvalReport(results, temperature)
 
 

@@ -57,7 +57,8 @@ class TrajectoryBatch:
     num_chunks: np.ndarray  # int64[N]: chunks computed (and at least partly executed)
     finish_steps: np.ndarray  # int64[N]: env steps executed
     success: np.ndarray  # bool[N]
-    worker_failed: np.ndarray  # bool[N]: the env's worker died; the episode counts as a failure
+    worker_failed: np.ndarray  # bool[N]: the env's worker died mid-episode; the episode is *lost*
+    # (its outcome is unknown, not a failure): training and evaluation drop it, see `completed`
     timing: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -71,6 +72,16 @@ class TrajectoryBatch:
     @property
     def rewards(self) -> np.ndarray:
         return self.success.astype(np.float32)
+
+    @property
+    def lost(self) -> int:
+        """Episodes lost with a dead simulator worker (VectorEnv reports them `worker_failed`)."""
+        return int(self.worker_failed.sum())
+
+    def completed(self) -> TrajectoryBatch:
+        """The episodes that ran to their end. A lost episode's 0 reward is not an outcome: fed to GRPO it
+        would push down whatever actions the policy happened to take before the worker died."""
+        return self if not self.worker_failed.any() else self.select(np.flatnonzero(~self.worker_failed))
 
     def stored_bytes_per_step(self) -> int:
         """Bytes kept for one policy step of one trajectory (frames, proprio, tokens, log-probs)."""

@@ -3,6 +3,9 @@
     step = collect valid groups (dynamic sampling) -> group advantages -> clipped update
            -> log -> (evaluate) -> (checkpoint)
 
+A run directory belongs to one run: `svrl train` into a folder holding another run refuses unless told
+`--resume` (continue it; the config must match, see config.RESUMABLE_KEYS) or `--overwrite` (clear it).
+
 Training only ever samples each task's *training* initial states; evaluation only its *evaluation*
 states. A run directory holds: config.yaml, metrics.jsonl (one line per step), TensorBoard events,
 checkpoints/step_NNNNNN/ (policy + optimizer + RNG + counters) and eval_step_NNNNNN/ reports.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import time
 from pathlib import Path
@@ -23,7 +27,7 @@ import yaml
 
 from svrl_trainer.atomic import save_figure_atomic, write_text_atomic
 from svrl_trainer.catalog import TaskRef, resolve_tasks
-from svrl_trainer.config import TrainConfig, config_to_dict
+from svrl_trainer.config import TrainConfig, check_resume_config, config_to_dict
 from svrl_trainer.distributed import (
     full_state_dict,
     init_from_env,
@@ -33,10 +37,12 @@ from svrl_trainer.distributed import (
 )
 from svrl_trainer.evaluate import EvalReport, evaluate
 from svrl_trainer.grpo import GrpoLossConfig, group_advantages, keep_groups
+from svrl_trainer.init_schedule import InitStateSchedule
 from svrl_trainer.rollout import EpisodeSpec, TrajectoryBatch, max_chunks_for
 from svrl_trainer.rollout_engine import make_rollout_engine
 from svrl_trainer.run_state import (
     COMPLETE_MARKER,
+    STATE_JSON,
     load_run_state,
     restore_rng,
     rng_state,
@@ -48,10 +54,17 @@ from svrl_trainer.videos import record_eval_videos
 
 log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
+# What a run writes into its folder; their presence means the folder holds a run. (`tb/` alone does not:
+# it is created as soon as a trainer is built, and a fresh start purges its old events anyway.)
+RUN_FILES = ("config.yaml", "metrics.jsonl", CHECKPOINT_DIR, "learning_curve.png")
+
+
+class RunExistsError(ValueError):
+    """The run folder holds another run and neither --resume nor --overwrite was given."""
 
 
 class GrpoTrainer:
-    def __init__(self, config: TrainConfig, *, resume: bool = False) -> None:
+    def __init__(self, config: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> None:
         from svrl_policy.policy import Policy
 
         self.config = config
@@ -65,11 +78,18 @@ class GrpoTrainer:
         self.training_s = 0.0  # rollout + update time of all steps so far, across resumes
         self.history: list[dict[str, Any]] = []
 
-        latest = latest_checkpoint(self.out_dir) if resume else None
+        latest = prepare_run_dir(
+            self.out_dir, config, resume=resume, overwrite=overwrite, is_main=self.dist.is_main
+        )
         if resume and latest is None:
             log.warning(
                 "--resume: no complete checkpoint in %s; starting from the initial policy", self.out_dir
             )
+        self.schedule = InitStateSchedule(
+            [len(t.train_states) for t in self.tasks],
+            config.env.init_state_schedule,
+            config.env.init_state_explore,
+        )
         source = latest / "policy" if latest else Path(config.init_checkpoint)
         if not config.init_checkpoint and latest is None:
             raise ValueError("init_checkpoint is empty: GRPO starts from an SFT checkpoint (see `svrl sft`)")
@@ -93,6 +113,8 @@ class GrpoTrainer:
             self.history = state["history"]
             self.training_s = float(state.get("training_s", 0.0))
             restore_rng(state["rng"], self.numpy_rng)
+            if "init_states" in state:
+                self.schedule.load_state_dict(state["init_states"])
             log.info("resumed %s at step %d", latest, self.step)
         self.loss_config = GrpoLossConfig(
             clip_ratio_low=config.grpo.clip_ratio_low,
@@ -110,6 +132,7 @@ class GrpoTrainer:
             ppo_epochs=config.optim.ppo_epochs,
             micro_batch_steps=config.optim.micro_batch_steps,
             grad_clip=config.optim.grad_clip,
+            full_batch_groups=config.grpo.groups_per_batch if config.optim.scale_mini_batches else None,
         )
         self.max_chunks = max_chunks_for(max(t.max_steps for t in self.tasks), self.chunk_length)
         self.rollout = (
@@ -131,8 +154,9 @@ class GrpoTrainer:
         if self.dist.is_main:
             # A killed run may have logged steps after its last checkpoint; those steps are redone, so
             # the logs restart from the checkpoint too (TensorBoard drops its events after that step).
-            self._tb = _tensorboard(self.out_dir / "tb", purge_step=self.step + 1 if latest else None)
-            if latest is not None:
+            # (a fresh start in a resumed folder without a checkpoint drops all of the old events: step 0)
+            self._tb = _tensorboard(self.out_dir / "tb", purge_step=self.step + 1 if latest else 0)
+            if (self.out_dir / "metrics.jsonl").exists():  # resumed: keep the history up to the checkpoint
                 write_text_atomic(
                     self.out_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in self.history)
                 )
@@ -202,9 +226,18 @@ class GrpoTrainer:
             dist=self.dist,
         )
         self._sync_rollout_weights()
+        if stats.skipped_steps:
+            metrics["train/skip_reason"] = "; ".join(stats.skip_reasons)
+            log.warning(
+                "step %d: %d of %d optimizer steps skipped (non-finite): %s",
+                self.step, stats.skipped_steps, stats.skipped_steps + stats.optimizer_steps,
+                metrics["train/skip_reason"],
+            )  # fmt: skip
         metrics.update(
             {
-                "train/updated": 1,
+                "train/updated": int(stats.optimizer_steps > 0),
+                "train/optimizer_steps": stats.optimizer_steps,
+                "train/skipped_steps": stats.skipped_steps,
                 "train/trajectories": batch.size,
                 "train/loss": stats.loss,
                 "train/clip_fraction": stats.clip_fraction,
@@ -227,22 +260,27 @@ class GrpoTrainer:
         self.rollout.sync(self.rollout_policy)
 
     def _collect_batch(self) -> tuple[TrajectoryBatch | None, dict[str, Any], int]:
-        """Dynamic sampling: roll out groups until `groups_per_batch` have mixed outcomes (or rounds run out)."""
+        """Dynamic sampling: roll out rounds of groups until `groups_per_batch` have mixed outcomes or
+        `max_sampling_rounds` are spent (then the update uses what it has, and says so in the metrics).
+
+        Episodes lost with a dead simulator worker are dropped, never scored as failures; a group is
+        judged on its completed episodes (at least two). Valid groups beyond a full batch are discarded,
+        as in SimpleVLA-RL.
+        """
         cfg = self.config.grpo
         started = time.perf_counter()
         kept: list[TrajectoryBatch] = []
-        kept_groups = sampled_groups = rounds = 0
-        sampled_success: list[float] = []
+        kept_groups = valid_groups = sampled_groups = rounds = lost = successes = completed = 0
         timing = {"sim_s": 0.0, "policy_s": 0.0, "bookkeeping_s": 0.0}
         next_group_id = 0
         while kept_groups < cfg.groups_per_batch and rounds < cfg.max_sampling_rounds:
             rounds += 1
-            specs = []
-            for _ in range(cfg.groups_per_batch - kept_groups):
-                task = self.tasks[int(self.numpy_rng.integers(len(self.tasks)))]
-                state = task.train_states[int(self.numpy_rng.integers(len(task.train_states)))]
-                specs += [EpisodeSpec(task.name, state, next_group_id)] * cfg.group_size
-                next_group_id += 1
+            states = self.schedule.draw(self._groups_this_round(kept_groups), self.numpy_rng)
+            specs = [
+                EpisodeSpec(self.tasks[t].name, self.tasks[t].train_states[i], next_group_id + k)
+                for k, (t, i) in enumerate(states)
+                for _ in range(cfg.group_size)
+            ]
             batch = self.rollout.collect(
                 specs,
                 temperature=cfg.temperature,
@@ -251,27 +289,65 @@ class GrpoTrainer:
             )
             for k, v in batch.timing.items():
                 timing[k] += v
-            sampled_groups += len(specs) // cfg.group_size
-            sampled_success.append(float(batch.success.mean()))
-            rewards = torch.from_numpy(batch.rewards)
-            group_ids = torch.from_numpy(batch.group_ids)
-            keep = (
-                keep_groups(rewards, group_ids, cfg.accuracy_lower, cfg.accuracy_upper).numpy()
-                if cfg.dynamic_sampling
-                else np.ones(batch.size, bool)
+            sampled_groups += len(states)
+            lost += batch.lost
+            done = batch.completed()
+            successes += int(done.success.sum())
+            completed += done.size
+            for k, state in enumerate(states):
+                outcomes = done.success[done.group_ids == next_group_id + k]
+                if outcomes.size:
+                    self.schedule.observe(state, float(outcomes.mean()))
+            next_group_id += len(states)
+            valid = self._valid_group_ids(done)
+            valid_groups += len(valid)
+            take = valid[: cfg.groups_per_batch - kept_groups]
+            if take.size:
+                kept.append(done.select(np.flatnonzero(np.isin(done.group_ids, take))))
+                kept_groups += len(take)
+        if lost:
+            log.warning(
+                "%d rollout episode(s) lost with a dead simulator worker: left out of the batch", lost
             )
-            if keep.any():
-                kept.append(batch.select(np.flatnonzero(keep)))
-                kept_groups += len(np.unique(batch.group_ids[keep]))
         metrics: dict[str, Any] = {
-            "rollout/sampled_success": float(np.mean(sampled_success)),
-            "rollout/kept_group_fraction": kept_groups / max(sampled_groups, 1),
+            "rollout/sampled_success": successes / max(completed, 1),
+            "rollout/kept_group_fraction": valid_groups / max(sampled_groups, 1),
+            "rollout/sampled_groups": sampled_groups,
+            "rollout/valid_groups": valid_groups,
+            "rollout/kept_groups": kept_groups,
+            "rollout/batch_full": int(kept_groups >= cfg.groups_per_batch),
             "rollout/sampling_rounds": rounds,
+            "rollout/lost_episodes": lost,
+            **self.schedule.summary(),
             "time/rollout_s": time.perf_counter() - started,
             **{f"time/{k}": v for k, v in timing.items()},
         }
         batch = TrajectoryBatch.concatenate(kept) if kept else None
         return batch, metrics, int(self.numpy_rng.integers(2**63))
+
+    def _groups_this_round(self, kept_groups: int) -> int:
+        """The paper rolls out a full batch of prompts every round (`oversample` x groups_per_batch);
+        `sample_missing_only` rolls out just the groups still missing (svrl's earlier behaviour)."""
+        cfg = self.config.grpo
+        if cfg.sample_missing_only:
+            return cfg.groups_per_batch - kept_groups
+        return max(1, math.ceil(cfg.oversample * cfg.groups_per_batch))
+
+    def _valid_group_ids(self, batch: TrajectoryBatch) -> np.ndarray:
+        """Group ids, ascending, with >= 2 completed episodes and (dynamic sampling) mixed outcomes."""
+        cfg = self.config.grpo
+        ids, counts = np.unique(batch.group_ids, return_counts=True)
+        ids = ids[counts >= 2]
+        if not cfg.dynamic_sampling or ids.size == 0:
+            return ids
+        members = np.isin(batch.group_ids, ids)
+        keep = keep_groups(
+            torch.from_numpy(batch.rewards[members]),
+            torch.from_numpy(batch.group_ids[members]),
+            cfg.accuracy_lower,
+            cfg.accuracy_upper,
+        ).numpy()
+        return np.unique(batch.group_ids[members][keep])
 
     # ------------------------------------------------------------------ evaluation, logging, checkpoints
     def evaluate(self, episodes_per_task: int | None = None) -> EvalReport:
@@ -293,7 +369,11 @@ class GrpoTrainer:
                 self.rollout, self.tasks, per_task=self.config.eval.videos_per_task,
                 chunk_length=self.chunk_length, out_dir=report_dir / "videos",
             )  # fmt: skip
-        metrics = {"eval/success": report.overall, **{f"eval/{s}": v for s, v in report.suites().items()}}
+        metrics = {
+            "eval/success": report.overall,
+            "eval/lost_episodes": report.lost,
+            **{f"eval/{s}": v for s, v in report.suites().items()},
+        }
         if self.step == 0:
             self._log({"step": 0, **metrics})
         return metrics
@@ -324,6 +404,7 @@ class GrpoTrainer:
                     "history": self.history,
                     "training_s": self.training_s,
                     "rng": rng_state(self.numpy_rng),
+                    "init_states": self.schedule.state_dict(),
                     "config": config_to_dict(self.config),
                 },
             )
@@ -343,6 +424,69 @@ class GrpoTrainer:
             self.rollout.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def run_artifacts(out_dir: Path) -> list[Path]:
+    """What a previous run left in `out_dir` (files the trainer writes), empty when it holds no run."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    found = [out_dir / name for name in RUN_FILES if (out_dir / name).exists()]
+    return found + sorted(out_dir.glob("eval_step_*"))
+
+
+def remove_run(out_dir: Path, artifacts: list[Path]) -> None:
+    """Delete a previous run's files (and its TensorBoard events), nothing else the folder holds."""
+    tb = Path(out_dir) / "tb"
+    for path in [*artifacts, *([tb] if tb.exists() else [])]:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def stored_config(out_dir: Path, checkpoint: Path | None) -> dict[str, Any] | None:
+    """The config a run was trained with: its newest checkpoint's (what produced those weights), else the
+    run folder's config.yaml (a run killed before its first checkpoint)."""
+    if checkpoint is not None and (checkpoint / STATE_JSON).is_file():
+        config = json.loads((checkpoint / STATE_JSON).read_text()).get("config")
+        if config is not None:
+            return config
+    path = Path(out_dir) / "config.yaml"
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
+def prepare_run_dir(
+    out_dir: Path, config: TrainConfig, *, resume: bool, overwrite: bool, is_main: bool = True
+) -> Path | None:
+    """Decide what `out_dir` holds before any work: the checkpoint to resume from, or None (fresh start).
+
+    Refuses (RunExistsError) to train into another run's folder unless `resume` or `overwrite`; with
+    `overwrite`, rank 0 deletes the previous run's files (only those, see RUN_FILES) and says so; with
+    `resume`, refuses (config.ResumeConfigError) a config that differs in a key that changes the result.
+    """
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite contradict each other: choose one")
+    artifacts = run_artifacts(out_dir)
+    if overwrite:
+        if artifacts and is_main:
+            log.warning(
+                "--overwrite: removing the previous run in %s (%s)",
+                out_dir,
+                ", ".join(p.name for p in artifacts),
+            )
+            remove_run(out_dir, artifacts)
+        return None
+    if not artifacts:
+        return None
+    latest = latest_checkpoint(out_dir)
+    if not resume:
+        what = f"a run checkpointed at {latest.name}" if latest else "a run with no complete checkpoint"
+        raise RunExistsError(
+            f"{out_dir} already holds {what} ({', '.join(p.name for p in artifacts)}). Pass --resume to "
+            "continue it, --overwrite to replace it, or choose another out_dir."
+        )
+    stored = stored_config(out_dir, latest)
+    if stored is not None:
+        check_resume_config(stored, config, Path(out_dir))
+    return latest
 
 
 def latest_checkpoint(out_dir: Path) -> Path | None:

@@ -1,14 +1,22 @@
 """One GRPO policy update over a batch of rolled-out trajectories.
 
 SimpleVLA-RL's schedule: one pass (ppo_epochs = 1) over the batch, split into a few mini-batches of
-trajectories, one optimizer step each. Inside a mini-batch the chunk-steps are fed to the network in
+whole groups, one optimizer step each. Inside a mini-batch the chunk-steps are fed to the network in
 micro-batches and backpropagated one by one; the per-token weights of `trajectory_token_weights`
 make the accumulated gradient exactly the full mini-batch's.
+
+Two guards, both for a batch that is not the paper's full 512 healthy trajectories:
+- a batch with fewer valid groups than a full one takes proportionally fewer optimizer steps
+  (`full_batch_groups`), so two kept groups do not get four steps of their own;
+- a mini-batch whose loss or gradient is not finite is skipped (gradients dropped, weights and AdamW
+  moments untouched) and the reason is returned and logged, instead of writing NaN into the weights.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -17,6 +25,8 @@ from svrl_policy.sampling import token_entropy, token_log_probs
 from svrl_trainer.distributed import DistContext, gradient_sync, scalar
 from svrl_trainer.grpo import GrpoLossConfig, loss_stats, token_policy_loss, trajectory_token_weights
 from svrl_trainer.rollout import TrajectoryBatch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,9 @@ class UpdateConfig:
     micro_batch_steps: int = 64
     """chunk-steps per forward/backward: bounds activation memory, not the result"""
     grad_clip: float = 1.0
+    full_batch_groups: int | None = None
+    """groups in a full batch (grpo.groups_per_batch): a batch with fewer groups takes proportionally
+    fewer optimizer steps, each on a mini-batch of the nominal size. None: always `mini_batches` steps"""
 
 
 @dataclass
@@ -41,6 +54,37 @@ class UpdateStats:
     grad_norm: float
     optimizer_steps: int
     trajectories: int
+    skipped_steps: int = 0
+    """mini-batches whose loss or gradient was not finite: no optimizer step was taken"""
+    skip_reasons: list[str] = field(default_factory=list)
+
+
+def num_mini_batches(groups: int, mini_batches: int, full_batch_groups: int | None) -> int:
+    """Optimizer steps for a batch of `groups` groups.
+
+    Without scaling: `mini_batches` (at most one per group). With it, the mini-batch keeps the size it
+    has in a full batch (full_batch_groups / mini_batches groups), so the steps scale with the groups
+    kept: with 64-group batches and 4 steps, 20 kept groups take 1 step, 40 take 2-3, 64 take 4.
+    """
+    cap = max(1, min(mini_batches, groups))
+    if not full_batch_groups:
+        return cap
+    per_step = full_batch_groups / mini_batches
+    return int(min(cap, max(1, round(groups / per_step))))
+
+
+def group_mini_batches(
+    group_ids: np.ndarray, mini_batches: int, rng: np.random.Generator, full_batch_groups: int | None = None
+) -> list[np.ndarray]:
+    """Trajectory indices of each mini-batch: groups shuffled, then split whole.
+
+    A group's advantages are relative to its own members, so a mini-batch holding part of a group would
+    step towards its successes (or away from its failures) without the other side of the comparison.
+    """
+    groups = np.unique(group_ids)
+    order = groups[rng.permutation(len(groups))]
+    parts = np.array_split(order, num_mini_batches(len(groups), mini_batches, full_batch_groups))
+    return [np.concatenate([np.flatnonzero(group_ids == g) for g in part]) for part in parts if part.size]
 
 
 def chunk_token_mask(batch: TrajectoryBatch, action_dim: int) -> np.ndarray:
@@ -79,12 +123,12 @@ def grpo_update(
     totals = {"loss": 0.0, "clip": 0.0, "kl": 0.0, "ratio": 0.0, "entropy": 0.0, "tokens": 0.0}
     grad_total = 0.0
     steps = 0
+    skipped: list[str] = []
     for _ in range(config.ppo_epochs):
-        order = rng.permutation(batch.size)
-        for mini in np.array_split(order, min(config.mini_batches, batch.size)):
-            if mini.size == 0:
-                continue
+        minis = group_mini_batches(batch.group_ids, config.mini_batches, rng, config.full_batch_groups)
+        for index, mini in enumerate(minis):
             optimizer.zero_grad(set_to_none=True)
+            mini_totals = dict.fromkeys(totals, 0.0)
             weights = trajectory_token_weights(torch.from_numpy(mask[mini]))  # [n, C, T], whole mini-batch
             pairs_of = [
                 [(j, c) for j in range(r, len(mini), world) for c in range(int(batch.num_chunks[mini[j]]))]
@@ -122,17 +166,25 @@ def grpo_update(
                     (loss * world).backward()
                 if padding:
                     continue
-                totals["loss"] += float(loss.detach())
+                mini_totals["loss"] += float(loss.detach())
                 m = torch.from_numpy(mask[rows, cols])
                 s = loss_stats(loss, m, clipped, ratio.detach(), log_ratio.detach())
-                totals["clip"] += s.clip_fraction * s.tokens
-                totals["kl"] += s.approx_kl * s.tokens
-                totals["ratio"] += s.ratio_mean * s.tokens
-                totals["entropy"] += float((entropy * m).sum())
-                totals["tokens"] += s.tokens
-            grad_norm = torch.nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)
+                mini_totals["clip"] += s.clip_fraction * s.tokens
+                mini_totals["kl"] += s.approx_kl * s.tokens
+                mini_totals["ratio"] += s.ratio_mean * s.tokens
+                mini_totals["entropy"] += float((entropy * m).sum())
+                mini_totals["tokens"] += s.tokens
+            grad_norm = scalar(torch.nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip))
+            reason = non_finite_reason(mini_totals["loss"], grad_norm, dist)
+            if reason:
+                optimizer.zero_grad(set_to_none=True)  # the step is dropped; weights and moments untouched
+                skipped.append(f"mini-batch {index + 1}/{len(minis)}: {reason}")
+                log.warning("skipped an optimizer step: %s", skipped[-1])
+                continue
             optimizer.step()
-            grad_total += scalar(grad_norm)
+            for key, value in mini_totals.items():
+                totals[key] += value
+            grad_total += grad_norm
             steps += 1
     policy.eval()
     summed = dict(zip(totals, dist.all_sum(list(totals.values())), strict=True))
@@ -146,4 +198,18 @@ def grpo_update(
         grad_norm=grad_total / max(steps, 1),
         optimizer_steps=steps,
         trajectories=batch.size,
+        skipped_steps=len(skipped),
+        skip_reasons=skipped,
     )
+
+
+def non_finite_reason(loss: float, grad_norm: float, dist: DistContext) -> str:
+    """Why this mini-batch must not step ('' when it may). Ranks agree: the gradient norm is of the
+    all-reduced gradient, and a non-finite loss on any rank is summed into every rank's verdict."""
+    bad_loss = dist.all_sum([0.0 if math.isfinite(loss) else 1.0])[0] > 0
+    parts = []
+    if bad_loss:
+        parts.append(f"loss is {loss}" if not math.isfinite(loss) else "loss is not finite on another rank")
+    if not math.isfinite(grad_norm):
+        parts.append(f"gradient norm is {grad_norm}")
+    return ", ".join(parts)
