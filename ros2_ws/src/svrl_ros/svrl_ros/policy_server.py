@@ -63,7 +63,19 @@ BACKENDS = ("auto", "torch", "onnx", "tensorrt")  # svrl_policy.runtime.BACKENDS
 ESTOP_QOS = QoSProfile(
     depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
 )
+CHOICES = {"on_new_goal": ON_NEW_GOAL, "success_source": SUCCESS_SOURCES, "backend": BACKENDS}
 EXECUTOR_THREADS = 6  # a running goal, a preempting one, admission/cancel, topics, services, parameters
+
+
+class BadParameterError(ValueError):
+    """A parameter value the node cannot run with; the message names it and the allowed values."""
+
+
+def _choice_problem(name: str, value: Any) -> str | None:
+    allowed = CHOICES.get(name)
+    if allowed is None or value in allowed:
+        return None
+    return f"{name} must be one of {list(allowed)}, got {value!r}"
 
 
 def _descriptor(description: str, **kwargs: Any) -> ParameterDescriptor:
@@ -82,6 +94,7 @@ class PolicyServer(Node):
     def __init__(self, runner: EpisodeRunner | None = None, **node_kwargs: Any) -> None:
         super().__init__("policy_server", **node_kwargs)
         self._declare_parameters()
+        self._check_start_parameters()
         self._runner_thread = RunnerThread()
         self._goal_group = ReentrantCallbackGroup()
         self._io_group = ReentrantCallbackGroup()
@@ -243,19 +256,20 @@ class PolicyServer(Node):
     def _param(self, name: str) -> Any:
         return self.get_parameter(name).value
 
+    def _check_start_parameters(self) -> None:
+        """The same choices the run-time callback enforces, checked once at start: a typo in a profile
+        must stop the node with a message, not fall back to some default."""
+        for name in CHOICES:
+            problem = _choice_problem(name, self._param(name))
+            if problem is not None:
+                raise BadParameterError(problem)
+
     def _on_set_parameters(self, params: list) -> SetParametersResult:
         for param in params:
             value = param.value
-            if param.name == "on_new_goal" and value not in ON_NEW_GOAL:
-                return SetParametersResult(
-                    successful=False, reason=f"on_new_goal must be one of {ON_NEW_GOAL}"
-                )
-            if param.name == "success_source" and value not in SUCCESS_SOURCES:
-                return SetParametersResult(
-                    successful=False, reason=f"success_source must be one of {SUCCESS_SOURCES}"
-                )
-            if param.name == "backend" and value not in BACKENDS:
-                return SetParametersResult(successful=False, reason=f"backend must be one of {BACKENDS}")
+            problem = _choice_problem(param.name, value)
+            if problem is not None:
+                return SetParametersResult(successful=False, reason=problem)
             if param.name == "checkpoint" and isinstance(self._driver_or_none(), LearnedDriver):
                 reason = self._driver.request_load(str(value))
                 if reason is not None:
@@ -527,6 +541,9 @@ def main(args: list[str] | None = None) -> None:
     except CheckpointNotFoundError as error:
         rclpy.logging.get_logger("policy_server").fatal(str(error))
         exit_code = 1
+    except BadParameterError as error:
+        rclpy.logging.get_logger("policy_server").fatal(f"bad configuration: {error}")
+        exit_code = 2
     finally:
         if node is not None:
             node.destroy_node()
