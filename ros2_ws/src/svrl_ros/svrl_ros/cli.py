@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +27,44 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def register_bench(bench_sub: argparse._SubParsersAction) -> None:
-    """svrl_ros has no benchmarks yet."""
+    """Add `svrl bench serve` (svrl_ros/bench_serve.py, imported only when it runs)."""
+    p = bench_sub.add_parser(
+        "serve",
+        help="per-chunk latency from observation arrival to published chunk in policy_server vs the bare runtime",
+        description="Serve chunks through a policy_server process in lock-step and report, per image size, the "
+        "time from the arrival of the message that completed an observation to the chunk's publish, the bare "
+        "runtime on the same observations, and the overhead (target <= 3 ms per chunk). Progress on stderr.",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    p.add_argument(
+        "--sizes", type=int, nargs="+", default=None, help="image sizes (default 128 224; --ckpt: its own)"
+    )
+    p.add_argument("--chunks", type=int, default=30, help="measured chunks per size")
+    p.add_argument("--warmup", type=int, default=3, help="chunks served first and not measured (>= 1)")
+    p.add_argument("--backend", default="onnx", choices=("auto", "torch", "onnx", "tensorrt"))
+    p.add_argument("--preset", default="tiny", help="preset of the random policy (without --ckpt)")
+    p.add_argument("--ckpt", default=None, help="bench this checkpoint instead of a random policy")
+    p.set_defaults(handler=_handle_bench_serve)
+
+
+def _handle_bench_serve(args: argparse.Namespace) -> int:
+    import json
+
+    from svrl_ros.bench_serve import format_table, run_serve_bench
+
+    if args.chunks < 1 or args.warmup < 1:
+        print("svrl bench serve: --chunks and --warmup must be >= 1", file=sys.stderr)
+        return 2
+    report = run_serve_bench(
+        sizes=args.sizes,
+        chunks=args.chunks,
+        warmup=args.warmup,
+        backend=args.backend,
+        preset=args.preset,
+        ckpt=args.ckpt,
+    )
+    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return 0
 
 
 def _handle_up(args: argparse.Namespace) -> int:

@@ -155,14 +155,16 @@ class SelfExecutingDriver(Driver):
 class ChunkTiming:
     """Where one chunk's serving time went, on the monotonic clock (ns); read by `svrl bench serve`.
 
-    completed: the message that completed the observation reached the process; runner_started /
-    runner_finished: proprio + inference on the runner thread; published: the chunk was handed to DDS.
+    completed: the message that completed the observation reached the process; runner_started: the
+    runner thread took the call; inference_started: proprio and the observation dict are built and the
+    runtime starts; runner_finished: the runtime returned; published: the chunk was handed to DDS.
     """
 
     stamp_ns: int
     chunk_index: int
     completed_ns: int
     runner_started_ns: int
+    inference_started_ns: int
     runner_finished_ns: int
     published_ns: int
 
@@ -410,14 +412,13 @@ class LearnedDriver(Driver):
     @staticmethod
     def _timed_infer(
         policy: LearnedPolicy, obs: Any, instruction: str
-    ) -> tuple[np.ndarray, tuple[int, int]]:
+    ) -> tuple[np.ndarray, tuple[int, int, int]]:
+        """`policy.infer(policy.observation(...))`, with the three times ChunkTiming records."""
         started = time.monotonic_ns()
-        actions = LearnedDriver._infer(policy, obs, instruction)
-        return actions, (started, time.monotonic_ns())
-
-    @staticmethod
-    def _infer(policy: LearnedPolicy, obs: Any, instruction: str) -> np.ndarray:
-        return policy.infer(policy.observation(obs.images, obs.joints, instruction))
+        observation = policy.observation(obs.images, obs.joints, instruction)
+        inference_started = time.monotonic_ns()
+        actions = policy.infer(observation)
+        return actions, (started, inference_started, time.monotonic_ns())
 
     def _wait_executed(
         self, ctx: GoalContext, stamp_ns: int, length: int, period_ns: int, timeout: float, published_s: float

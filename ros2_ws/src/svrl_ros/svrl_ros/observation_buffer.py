@@ -54,6 +54,9 @@ class ObservationStore:
         self._images: dict[str, OrderedDict[int, np.ndarray]] = {c: OrderedDict() for c in self.cameras}
         self._joints: OrderedDict[int, JointReading] = OrderedDict()
         self._status: OrderedDict[int, StatusSample] = OrderedDict()
+        # Monotonic arrival time (ns) of each stream's message per stamp: instrumentation for
+        # `svrl bench serve` (latency from the message that completed an observation to the chunk).
+        self._arrived: dict[str, OrderedDict[int, int]] = {}
         self.refused: Counter[str] = Counter()
 
     # ---------------------------------------------------------------------------------------- input
@@ -64,12 +67,15 @@ class ObservationStore:
                 self._images.setdefault(cam, OrderedDict())
             self.cameras = tuple(cameras)
 
-    def add_image(self, camera: str, stamp_ns: int, image: np.ndarray) -> None:
+    def add_image(self, camera: str, stamp_ns: int, image: np.ndarray, arrived_ns: int | None = None) -> None:
+        """`arrived_ns`: monotonic time the message reached this process (default: now)."""
         with self._cond:
+            self._note_arrival(camera, stamp_ns, arrived_ns)
             self._put(self._images.setdefault(camera, OrderedDict()), stamp_ns, image)
 
-    def add_joints(self, stamp_ns: int, joints: JointReading) -> None:
+    def add_joints(self, stamp_ns: int, joints: JointReading, arrived_ns: int | None = None) -> None:
         with self._cond:
+            self._note_arrival(JOINT_STATES_KEY, stamp_ns, arrived_ns)
             self._put(self._joints, stamp_ns, joints)
 
     def add_status(self, status: StatusSample) -> None:
@@ -81,6 +87,13 @@ class ObservationStore:
         with self._cond:
             self.refused[stream] += 1
             return self.refused[stream]
+
+    def _note_arrival(self, stream: str, stamp_ns: int, arrived_ns: int | None) -> None:
+        arrived = self._arrived.setdefault(stream, OrderedDict())
+        arrived[stamp_ns] = time.monotonic_ns() if arrived_ns is None else arrived_ns
+        arrived.move_to_end(stamp_ns)
+        while len(arrived) > self._keep:
+            arrived.popitem(last=False)
 
     def _put(self, store: OrderedDict, stamp_ns: int, value: Any) -> None:
         store[stamp_ns] = value
@@ -109,6 +122,16 @@ class ObservationStore:
                 if obs is not None:
                     return obs
             return None
+
+    def completed_ns(self, stamp_ns: int) -> int | None:
+        """Monotonic arrival time of the message that completed the observation at this stamp, or None.
+
+        The newest arrival among both images and the joint state: what a chunk's serving latency is
+        measured from (`svrl bench serve`).
+        """
+        with self._cond:
+            times = [self._arrived.get(s, {}).get(stamp_ns) for s in (*self.cameras, JOINT_STATES_KEY)]
+            return None if any(t is None for t in times) else max(times)  # type: ignore[type-var]
 
     def missing_at(self, stamp_ns: int) -> list[str]:
         """What an observation at this stamp still lacks, named by stream (for the abort reason)."""
@@ -162,6 +185,17 @@ def _log_refusal(node, store: ObservationStore, stream: str, error: Exception) -
         node.get_logger().warning(f"refused {stream} message #{count}: {error}")
 
 
+def arrival_ns(info: Any) -> int:
+    """Monotonic time (ns) a message reached this process: the middleware's reception stamp when it gives
+    one (system clock, moved onto the monotonic clock), else now. Includes the wait in the executor's
+    queue, which is part of what serving a chunk costs."""
+    now = time.monotonic_ns()
+    received = int(info.get("received_timestamp", 0) or 0) if isinstance(info, dict) else 0
+    if received <= 0:
+        return now
+    return now - max(0, time.time_ns() - received)
+
+
 def attach_subscriptions(node, store: ObservationStore, callback_group=None) -> list:
     """Subscribe `node` to both cameras, joint_states and sim/episode_status, feeding `store`."""
     from rclpy.qos import qos_profile_sensor_data
@@ -171,24 +205,28 @@ def attach_subscriptions(node, store: ObservationStore, callback_group=None) -> 
     from svrl_ros import topics
     from svrl_ros.conversions import MessageError, image_from_msg, joint_positions, stamp_to_nanoseconds
 
-    def on_image(camera: str) -> Callable[[Image], None]:
-        def callback(msg: Image) -> None:
+    def on_image(camera: str) -> Callable[[Image, Any], None]:
+        def callback(msg: Image, info: Any = None) -> None:
+            arrived = arrival_ns(info)
             try:
                 image = image_from_msg(msg)
             except (MessageError, ValueError) as error:
                 _log_refusal(node, store, f"{camera} image", error)
                 return
-            store.add_image(camera, stamp_to_nanoseconds(msg.header.stamp), image)
+            store.add_image(camera, stamp_to_nanoseconds(msg.header.stamp), image, arrived)
 
         return callback
 
-    def on_joints(msg: JointState) -> None:
+    def on_joints(msg: JointState, info: Any = None) -> None:
+        arrived = arrival_ns(info)
         try:
             q = joint_positions(msg, ARM_JOINTS + FINGER_JOINTS)
         except (MessageError, ValueError) as error:
             _log_refusal(node, store, JOINT_STATES_KEY, error)
             return
-        store.add_joints(stamp_to_nanoseconds(msg.header.stamp), JointReading(q[:7].copy(), q[7:].copy()))
+        store.add_joints(
+            stamp_to_nanoseconds(msg.header.stamp), JointReading(q[:7].copy(), q[7:].copy()), arrived
+        )
 
     def on_status(msg: EpisodeStatus) -> None:
         store.add_status(
