@@ -12,51 +12,121 @@ SIMPLEVLA_RL_BYTES_PER_STEP = 6 * 224 * 224 * 4  # fused SigLIP+DINOv2 float32 p
 
 
 def run_rollout_bench(args: argparse.Namespace) -> dict:
-    import numpy as np
+    """Every (runtime, pipeline) variant asked for, on one env and the same episodes, side by side.
+
+    One variant: its figures at the top level (the layout this command always had). Several: a list
+    under "variants". `--repeats N` runs the variants round-robin N times and keeps each one's fastest
+    run, so a burst of load from other jobs does not land on one variant only.
+    """
     import torch
 
     from svrl_policy.bench import machine_info
-    from svrl_policy.codec import ActionCodec
-    from svrl_policy.config import get_preset
-    from svrl_policy.policy import Policy
     from svrl_trainer.catalog import make_env, resolve_tasks
-    from svrl_trainer.rollout import EpisodeSpec, collect, max_chunks_for
+    from svrl_trainer.rollout import EpisodeSpec, max_chunks_for
+    from svrl_trainer.rollout_policy import make_rollout_policy
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    if args.ckpt:
-        policy = Policy.from_pretrained(args.ckpt)
-    else:  # a random policy of the preset: the cost per chunk does not depend on the weights
-        config = get_preset(args.preset, image_size=args.image_size)
-        from svrl_sim.env import DEFAULT_CONTROL_HZ, MAX_ANGULAR_SPEED, MAX_LINEAR_SPEED
-
-        # the simulator's own per-step ee_delta limits, so decoded actions span what the env accepts
-        step_limit = np.r_[[MAX_LINEAR_SPEED] * 3, [MAX_ANGULAR_SPEED] * 3] / DEFAULT_CONTROL_HZ
-        codec = ActionCodec(low=np.r_[-step_limit, -1.0], high=np.r_[step_limit, 1.0])
-        policy = Policy(config, codec)
-    policy.eval()
+    policy = _bench_policy(args)
     tasks = resolve_tasks("sim", [args.suite])
+    specs = [
+        EpisodeSpec(tasks[i % len(tasks)].name, tasks[i % len(tasks)].train_states[i])
+        for i in range(args.episodes)
+    ]
+    max_chunks = max_chunks_for(max(t.max_steps for t in tasks), policy.config.chunk_len)
+    variants = [(r, p) for r in _choices(args.runtime, RUNTIMES) for p in _choices(args.pipeline, PIPELINE)]
+    runtimes: dict[str, object] = {}
     env = make_env("sim", args.num_envs, image_size=policy.config.image_size, num_workers=args.workers)
     try:
-        specs = [
-            EpisodeSpec(tasks[i % len(tasks)].name, tasks[i % len(tasks)].train_states[i])
-            for i in range(args.episodes)
-        ]
-        started = time.perf_counter()
-        batch = collect(
-            policy, env, specs, temperature=args.temperature,
-            max_chunks=max_chunks_for(max(t.max_steps for t in tasks), policy.config.chunk_len),
-            seed=0,
-        )  # fmt: skip
-        wall = time.perf_counter() - started
+        export_s: dict[str, float] = {}
+        for runtime in dict.fromkeys(r for r, _ in variants):
+            started = time.perf_counter()
+            runtimes[runtime] = make_rollout_policy(runtime, policy, threads=args.threads)
+            export_s[runtime] = round(time.perf_counter() - started, 3)
+        best: dict[tuple[str, str], dict] = {}
+        for _ in range(max(1, args.repeats)):
+            for runtime, pipeline in variants:
+                figures = _one_variant(runtimes[runtime], env, specs, max_chunks, args, pipeline == "on")
+                figures["setup_s"] = export_s[runtime]
+                key = (runtime, pipeline)
+                if key not in best or figures["env_steps_per_s"] > best[key]["env_steps_per_s"]:
+                    best[key] = figures
     finally:
         env.close()
+        for rollout_policy in runtimes.values():
+            rollout_policy.close()  # type: ignore[attr-defined]
+    settings = {
+        "policy": args.ckpt or args.preset, "image_size": policy.config.image_size, "suite": args.suite,
+        "num_envs": args.num_envs, "workers": args.workers, "episodes": args.episodes,
+        "temperature": args.temperature, "torch_threads": args.threads, "repeats": args.repeats,
+    }  # fmt: skip
+    machine = {"cpu": machine_info()["cpu"], "nproc": os.cpu_count()}
+    results = [best[v] for v in variants]
+    if len(results) == 1:
+        return {**results[0], "settings": settings, "machine": machine}
+    return {"variants": results, "settings": settings, "machine": machine}
+
+
+RUNTIMES = ("torch", "onnx")
+PIPELINE = ("off", "on")
+
+
+def _choices(text: str, allowed: tuple[str, ...]) -> list[str]:
+    """'torch,onnx' -> ['torch', 'onnx'], each checked against `allowed`."""
+    picked = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = [c for c in picked if c not in allowed]
+    if unknown or not picked:
+        raise SystemExit(f"choose from {', '.join(allowed)} (comma-separated), got {text!r}")
+    return list(dict.fromkeys(picked))
+
+
+def _bench_policy(args: argparse.Namespace):
+    """The checkpoint, or a random policy of the preset (the cost per chunk does not depend on weights)."""
+    import numpy as np
+
+    from svrl_policy.codec import ActionCodec
+    from svrl_policy.config import get_preset
+    from svrl_policy.policy import Policy
+
+    if args.ckpt:
+        return Policy.from_pretrained(args.ckpt).eval()
+    config = get_preset(args.preset, image_size=args.image_size)
+    from svrl_sim.constants import DEFAULT_CONTROL_HZ
+    from svrl_sim.kinematics import MAX_ANGULAR_SPEED, MAX_LINEAR_SPEED
+
+    # the simulator's own per-step ee_delta limits, so decoded actions span what the env accepts
+    step_limit = np.r_[[MAX_LINEAR_SPEED] * 3, [MAX_ANGULAR_SPEED] * 3] / DEFAULT_CONTROL_HZ
+    codec = ActionCodec(low=np.r_[-step_limit, -1.0], high=np.r_[step_limit, 1.0])
+    return Policy(config, codec).eval()
+
+
+def _one_variant(
+    rollout_policy, env, specs, max_chunks: int, args: argparse.Namespace, pipeline: bool
+) -> dict:
+    """One timed rollout of every spec; the time split is of the main process's wall clock (with the
+    pipeline, `sim` is only the time spent *waiting* for the simulator; the hidden part is reported apart)."""
+    from svrl_trainer.rollout import collect
+
+    started = time.perf_counter()
+    batch = collect(
+        rollout_policy,
+        env,
+        specs,
+        temperature=args.temperature,
+        max_chunks=max_chunks,
+        seed=0,
+        pipeline=pipeline,
+    )
+    wall = time.perf_counter() - started
     env_steps = int(batch.finish_steps.sum())
     policy_steps = int(batch.num_chunks.sum())
     timing = batch.timing
-    accounted = sum(timing.values())
+    accounted = timing["sim_s"] + timing["policy_s"] + timing["bookkeeping_s"]
+    simulated = timing["sim_s"] + timing.get("sim_overlapped_s", 0.0)
     bytes_per_step = batch.stored_bytes_per_step()
     return {
+        "runtime": rollout_policy.name,
+        "pipeline": pipeline,
         "env_steps": env_steps,
         "policy_steps": policy_steps,
         "wall_s": round(wall, 2),
@@ -65,16 +135,12 @@ def run_rollout_bench(args: argparse.Namespace) -> dict:
         "fraction_sim": round(timing["sim_s"] / accounted, 3),
         "fraction_policy": round(timing["policy_s"] / accounted, 3),
         "fraction_bookkeeping": round(timing["bookkeeping_s"] / accounted, 3),
+        "sim_overlapped_s": round(timing.get("sim_overlapped_s", 0.0), 2),
+        "fraction_sim_hidden": round(timing.get("sim_overlapped_s", 0.0) / max(simulated, 1e-9), 3),
         "bytes_per_policy_step": bytes_per_step,
         "simplevla_rl_bytes_per_step": SIMPLEVLA_RL_BYTES_PER_STEP,
         "memory_ratio_vs_simplevla_rl": round(SIMPLEVLA_RL_BYTES_PER_STEP / bytes_per_step, 1),
-        "settings": {
-            "policy": args.ckpt or args.preset, "image_size": policy.config.image_size, "suite": args.suite,
-            "num_envs": args.num_envs, "workers": args.workers, "episodes": args.episodes,
-            "temperature": args.temperature, "torch_threads": args.threads,
-        },
-        "machine": {"cpu": machine_info()["cpu"], "nproc": os.cpu_count(),
-                    "load_avg_1min": round(os.getloadavg()[0], 2)},
+        "load_avg_1min": round(os.getloadavg()[0], 2),
     }  # fmt: skip
 
 
@@ -91,7 +157,12 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--episodes", type=int, default=32)
     p.add_argument("--temperature", type=float, default=1.6)
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads of the policy")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads of the policy (torch or ONNX)")
+    p.add_argument("--runtime", default="torch", help="torch, onnx, or both: 'torch,onnx'")
+    p.add_argument("--pipeline", default="off", help="off, on, or both: 'off,on' (see rollout.pipeline)")
+    p.add_argument(
+        "--repeats", type=int, default=1, help="run the variants round-robin N times, keep the best"
+    )
     p.set_defaults(handler=_handle)
 
 
@@ -100,6 +171,8 @@ def _handle(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=1))
     else:
-        for key, value in result.items():
-            print(f"{key:32s} {value}")
+        for figures in result.get("variants", [result]):
+            for key, value in figures.items():
+                print(f"{key:32s} {value}")
+            print()
     return 0

@@ -67,6 +67,13 @@ class RolloutSection:
     """Ray only: rollout actors (each steps env.num_envs envs with env.num_workers sim processes)"""
     address: str | None = None
     """Ray only: a running cluster's address; default: start a local one"""
+    runtime: str = "torch"
+    """what runs the rollout policy: 'torch' (the learner's module) or 'onnx' (ONNX Runtime on an export
+    of the weights, re-exported after every update; local backend only). With 'onnx' the learner
+    recomputes the old log-probs in torch before each update, so the PPO ratio stays exact"""
+    pipeline: bool = False
+    """step one half of a wave's envs in the simulator workers while the policy runs on the other half;
+    the trajectories are identical either way (see rollout.collect_wave)"""
 
 
 @dataclass(frozen=True)
@@ -167,6 +174,12 @@ class TrainConfig:
             raise TrainConfigError(f"grpo.temperature={g.temperature}: sampling needs T > 0 (0 is greedy)")
         if self.rollout.backend not in ("local", "ray"):
             raise TrainConfigError(f"rollout.backend={self.rollout.backend!r}: choose 'local' or 'ray'")
+        if self.rollout.runtime not in ("torch", "onnx"):
+            raise TrainConfigError(f"rollout.runtime={self.rollout.runtime!r}: choose 'torch' or 'onnx'")
+        if self.rollout.runtime != "torch" and self.rollout.backend != "local":
+            raise TrainConfigError(
+                f"rollout.runtime={self.rollout.runtime!r} needs rollout.backend=local (Ray actors run torch)"
+            )
         if self.learner.strategy not in ("ddp", "fsdp"):
             raise TrainConfigError(f"learner.strategy={self.learner.strategy!r}: choose 'ddp' or 'fsdp'")
         if self.env.num_envs < 1 or self.total_steps < 0 or self.optim.mini_batches < 1:

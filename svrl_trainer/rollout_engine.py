@@ -19,6 +19,7 @@ import torch
 
 from svrl_trainer.catalog import make_env
 from svrl_trainer.rollout import EpisodeSpec, TrajectoryBatch, collect, collect_wave, split_waves
+from svrl_trainer.rollout_policy import make_rollout_policy
 
 log = logging.getLogger(__name__)
 
@@ -42,29 +43,54 @@ class RolloutEngine(Protocol):
 
     def close(self) -> None: ...
 
+    @property
+    def recomputes_log_probs(self) -> bool:
+        """the learner must recompute old log-probs in torch before an update (rollout_policy.py)"""
+        ...
+
 
 class LocalRollout:
-    """The learner's own policy object steps one VectorEnv; nothing to synchronise."""
+    """One VectorEnv stepped in the learner's process, by the learner's policy in torch (`runtime`
+    'torch': the same object, nothing to synchronise) or by an ONNX Runtime copy ('onnx': re-exported
+    by every `sync`; the learner then recomputes old log-probs, see `recomputes_log_probs`)."""
 
-    def __init__(self, policy: Any, env: Any) -> None:
+    def __init__(
+        self,
+        policy: Any,
+        env: Any,
+        *,
+        runtime: str = "torch",
+        pipeline: bool = False,
+        threads: int | None = 1,
+    ) -> None:
         self.policy = policy
         self.env = env
         self.num_envs = env.num_envs
+        self.runtime = runtime
+        self.pipeline = pipeline
+        self.rollout_policy = make_rollout_policy(runtime, policy, threads=threads)
+
+    @property
+    def recomputes_log_probs(self) -> bool:
+        """True when the rollout's log-probs are not the learner's torch ones (see rollout_policy.py)."""
+        return self.runtime != "torch"
 
     def collect(
         self, specs, *, temperature, max_chunks, seed=None, keep_observations=True, on_wave_done=None
     ):
         return collect(
-            self.policy, self.env, specs, temperature=temperature, max_chunks=max_chunks, seed=seed,
-            keep_observations=keep_observations, on_wave_done=on_wave_done,
+            self.rollout_policy, self.env, specs, temperature=temperature, max_chunks=max_chunks, seed=seed,
+            keep_observations=keep_observations, on_wave_done=on_wave_done, pipeline=self.pipeline,
         )  # fmt: skip
 
     def sync(self, policy: Any) -> None:
-        if policy is not self.policy:
-            self.policy.model.load_state_dict(policy.model.state_dict())
+        self.rollout_policy.refresh(policy)
 
     def close(self) -> None:
-        self.env.close()
+        try:
+            self.env.close()
+        finally:
+            self.rollout_policy.close()
 
 
 class RolloutActor:
@@ -72,10 +98,11 @@ class RolloutActor:
 
     def __init__(
         self, policy_files: dict[str, bytes], backend: str, num_envs: int, image_size: int,
-        env_workers: int | None, threads: int,
+        env_workers: int | None, threads: int, pipeline: bool = False,
     ) -> None:  # fmt: skip
         from svrl_policy.policy import Policy
 
+        self.pipeline = pipeline
         torch.set_num_threads(threads)
         self._dir = tempfile.TemporaryDirectory(prefix="svrl-actor-")
         for name, data in policy_files.items():
@@ -94,7 +121,8 @@ class RolloutActor:
         max_chunks: int, keep_observations: bool,
     ) -> list[tuple[int, TrajectoryBatch]]:  # fmt: skip
         return [
-            (index, collect_wave(self.policy, self.env, specs, index, seed, temperature, max_chunks, keep_observations))
+            (index, collect_wave(self.policy, self.env, specs, index, seed, temperature, max_chunks, keep_observations,
+                                 pipeline=self.pipeline))
             for index, specs in waves
         ]  # fmt: skip
 
@@ -112,7 +140,7 @@ class RayRollout:
 
     def __init__(
         self, policy: Any, *, backend: str, num_actors: int, num_envs: int, image_size: int,
-        env_workers: int | None = 1, threads: int = 1, address: str | None = None,
+        env_workers: int | None = 1, threads: int = 1, address: str | None = None, pipeline: bool = False,
     ) -> None:  # fmt: skip
         try:
             import ray
@@ -132,7 +160,7 @@ class RayRollout:
         remote = ray.remote(num_cpus=1)(RolloutActor)
         files = policy_files(policy)
         self.actors = [
-            remote.remote(files, backend, num_envs, image_size, env_workers, threads)
+            remote.remote(files, backend, num_envs, image_size, env_workers, threads, pipeline)
             for _ in range(num_actors)
         ]
         log.info("Ray rollout: %d actors x %d envs", num_actors, num_envs)
@@ -155,6 +183,8 @@ class RayRollout:
                 if on_wave_done is not None:
                     on_wave_done(batch.size)
         return TrajectoryBatch.concatenate([results[i] for i in range(len(waves))])
+
+    recomputes_log_probs = False  # actors sample in torch: their log-probs are the learner's
 
     def sync(self, policy: Any) -> None:
         """Broadcast the learner's weights: one object in Ray's store, loaded by every actor."""
@@ -181,16 +211,27 @@ def policy_files(policy: Any) -> dict[str, bytes]:
 
 def make_rollout_engine(
     engine: str, policy: Any, *, backend: str, num_envs: int, image_size: int, num_workers: int | None,
-    num_actors: int = 2, threads: int = 1, address: str | None = None,
+    num_actors: int = 2, threads: int = 1, address: str | None = None, runtime: str = "torch",
+    pipeline: bool = False,
 ) -> RolloutEngine:  # fmt: skip
-    """`engine`: 'local' (in process) or 'ray'. Under Ray, `num_workers` is sim processes per actor."""
+    """`engine`: 'local' (in process) or 'ray'. Under Ray, `num_workers` is sim processes per actor.
+
+    `runtime`: 'torch' or 'onnx' (local only); `pipeline`: overlap one half's simulation with the other
+    half's policy forward (see `rollout.collect_wave`)."""
     if engine == "local":
-        return LocalRollout(
-            policy, make_env(backend, num_envs, image_size=image_size, num_workers=num_workers)
-        )
+        env = make_env(backend, num_envs, image_size=image_size, num_workers=num_workers)
+        try:
+            return LocalRollout(policy, env, runtime=runtime, pipeline=pipeline, threads=threads)
+        except BaseException:
+            env.close()
+            raise
     if engine == "ray":
+        if runtime != "torch":
+            raise ValueError(
+                f"rollout.runtime={runtime!r} runs with rollout.backend=local only; Ray actors use torch"
+            )
         return RayRollout(
             policy, backend=backend, num_actors=num_actors, num_envs=num_envs, image_size=image_size,
-            env_workers=num_workers or 1, threads=threads, address=address,
+            env_workers=num_workers or 1, threads=threads, address=address, pipeline=pipeline,
         )  # fmt: skip
     raise ValueError(f"rollout.backend={engine!r}: choose 'local' or 'ray'")

@@ -40,6 +40,7 @@ from svrl_trainer.grpo import GrpoLossConfig, group_advantages, keep_groups
 from svrl_trainer.init_schedule import InitStateSchedule
 from svrl_trainer.rollout import EpisodeSpec, TrajectoryBatch, max_chunks_for
 from svrl_trainer.rollout_engine import make_rollout_engine
+from svrl_trainer.rollout_policy import recompute_old_log_probs
 from svrl_trainer.run_state import (
     COMPLETE_MARKER,
     STATE_JSON,
@@ -148,6 +149,8 @@ class GrpoTrainer:
                 num_actors=config.rollout.num_actors,
                 threads=config.threads,
                 address=config.rollout.address,
+                runtime=config.rollout.runtime,
+                pipeline=config.rollout.pipeline,
             )
         )
         self._tb = None
@@ -288,7 +291,7 @@ class GrpoTrainer:
                 seed=int(self.numpy_rng.integers(2**63)),
             )
             for k, v in batch.timing.items():
-                timing[k] += v
+                timing[k] = timing.get(k, 0.0) + v
             sampled_groups += len(states)
             lost += batch.lost
             done = batch.completed()
@@ -323,7 +326,19 @@ class GrpoTrainer:
             **{f"time/{k}": v for k, v in timing.items()},
         }
         batch = TrajectoryBatch.concatenate(kept) if kept else None
+        if batch is not None and self.rollout.recomputes_log_probs:
+            batch = self._learner_log_probs(batch, metrics)
         return batch, metrics, int(self.numpy_rng.integers(2**63))
+
+    def _learner_log_probs(self, batch: TrajectoryBatch, metrics: dict[str, Any]) -> TrajectoryBatch:
+        """Rollouts sampled by another runtime (ONNX): the PPO ratio needs the learner's own torch
+        log-probs of the sampled tokens under the rollout weights (see rollout_policy.py)."""
+        batch, stats = recompute_old_log_probs(
+            self.rollout_policy, batch, self.config.grpo.temperature, self.config.optim.micro_batch_steps
+        )
+        metrics["time/recompute_log_probs_s"] = stats.seconds
+        metrics["rollout/runtime_log_prob_max_diff"] = stats.max_abs_diff
+        return batch
 
     def _groups_this_round(self, kept_groups: int) -> int:
         """The paper rolls out a full batch of prompts every round (`oversample` x groups_per_batch);

@@ -112,8 +112,7 @@ def _serve_child(argv: list[str]) -> int:
         pass
     finally:
         if node is not None:
-            driver = getattr(node, "_driver", None)  # PolicyServer has no public accessor for it
-            timings = [asdict(t) for t in getattr(driver, "chunk_timings", [])]
+            timings = [asdict(t) for t in getattr(node.driver, "chunk_timings", [])]
             timings_path.write_text(json.dumps(timings))
             node.destroy_node()
         rclpy.try_shutdown()

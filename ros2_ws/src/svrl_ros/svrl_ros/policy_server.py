@@ -277,6 +277,11 @@ class PolicyServer(Node):
                     return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
 
+    @property
+    def driver(self) -> Driver | None:
+        """What produces the chunks (None while the node is still being built); benchmarks read its timings."""
+        return self._driver_or_none()
+
     def _driver_or_none(self) -> Driver | None:
         return getattr(self, "_driver", None)
 
