@@ -101,6 +101,8 @@ def joint_positions(msg: JointState, names) -> np.ndarray:
     """
     if len(msg.position) != len(msg.name):
         raise MessageError(f"joint_states has {len(msg.name)} names but {len(msg.position)} positions")
+    if len(set(msg.name)) != len(msg.name):
+        raise MessageError(f"joint_states names a joint twice: {list(msg.name)}")
     index = {name: i for i, name in enumerate(msg.name)}
     missing = [n for n in names if n not in index]
     if missing:

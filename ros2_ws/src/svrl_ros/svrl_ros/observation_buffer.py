@@ -115,7 +115,7 @@ class ObservationStore:
     def newest_observation(self, min_stamp_ns: int = -1) -> Observation | None:
         """The newest complete observation with stamp >= min_stamp_ns."""
         with self._cond:
-            for stamp in reversed(self._joints):
+            for stamp in sorted(self._joints, reverse=True):  # by stamp: a late state arrives last
                 if stamp < min_stamp_ns:
                     break
                 obs = self.observation_at(stamp)
@@ -144,7 +144,7 @@ class ObservationStore:
     def newest_state_ns(self) -> int | None:
         """Stamp of the newest state heard of (a joint state or an episode status)."""
         with self._cond:
-            stamps = [next(reversed(s)) for s in (self._joints, self._status) if s]
+            stamps = [max(s) for s in (self._joints, self._status) if s]  # by stamp, not arrival
             return max(stamps) if stamps else None
 
     def statuses_after(self, stamp_ns: int) -> list[StatusSample]:
@@ -153,7 +153,7 @@ class ObservationStore:
 
     def newest_status(self) -> StatusSample | None:
         with self._cond:
-            return next(reversed(self._status.values())) if self._status else None
+            return self._status[max(self._status)] if self._status else None
 
     def wait_for(
         self,
