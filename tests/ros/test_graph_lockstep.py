@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from svrl_ros.graph_check import chunks_agree, graph_check
+from svrl_ros.graph_check import GraphClient, chunks_agree, graph_check, start_graph, stop_graph
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
 
@@ -44,3 +44,22 @@ def test_chunk_comparison_catches_a_single_changed_action() -> None:
     assert not chunks_agree(a, b)
     assert not chunks_agree(a, b[:1])
     assert chunks_agree(a, [a[0], a[1][:5]])  # a chunk cut by the step budget compares on its prefix
+
+
+def test_a_free_text_goal_runs_on_its_budget_and_says_success_was_not_judged(
+    ros_env, graph_checkpoint: Path, tmp_path: Path
+) -> None:
+    """`svrl up --profile sim` serves any instruction; only a sim task's own instruction can be judged."""
+    proc = start_graph(graph_checkpoint, 0, 64, tmp_path / "stack.log", ros_env)
+    client = None
+    try:
+        client = GraphClient()
+        assert client.wait_for_server(120.0), (tmp_path / "stack.log").read_text()
+        trace = client.run("free text", "wave at the camera, then point at the red cube", max_steps=24)
+    finally:
+        if client is not None:
+            client.close()
+        stop_graph(proc)
+    assert (trace.success, trace.steps) == (False, 24), trace
+    assert trace.reason.startswith("max_steps") and "not judged" in trace.reason, trace
+    assert len(trace.chunks) == 3  # 24 steps in chunks of 8, each published before it ran

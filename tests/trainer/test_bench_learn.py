@@ -15,7 +15,8 @@ from svrl_policy.policy import Policy
 
 
 def test_bench_learn_runs_every_stage_and_reports(tmp_path) -> None:
-    from svrl_sim.env import DEFAULT_CONTROL_HZ, MAX_ANGULAR_SPEED, MAX_LINEAR_SPEED
+    from svrl_sim.constants import DEFAULT_CONTROL_HZ
+    from svrl_sim.kinematics import MAX_ANGULAR_SPEED, MAX_LINEAR_SPEED
 
     limit = np.r_[[MAX_LINEAR_SPEED] * 3, [MAX_ANGULAR_SPEED] * 3] / DEFAULT_CONTROL_HZ
     base = tmp_path / "base"  # a random base stands in for pretraining (the bench's own first stage)

@@ -278,6 +278,10 @@ class LearnedDriver(Driver):
                 self._log.info(
                     f"{clip_text(ctx.instruction)!r} is no sim task's instruction: running in the current scene"
                 )
+                if ctx.success_source == "sim":
+                    # The sim's predicate judges the loaded task, not this free-text instruction: only the
+                    # step/time budget can end the goal, and the result says success was not judged.
+                    ctx.success_source = "none"
             obs = self.store.wait_for(
                 self.store.newest_observation,
                 server._param("observation_timeout_s"),

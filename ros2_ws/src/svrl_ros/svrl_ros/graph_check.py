@@ -98,10 +98,11 @@ class GraphClient:
     def wait_for_server(self, limit_s: float) -> bool:
         return self.action.wait_for_server(timeout_sec=limit_s)
 
-    def run(self, task: str, instruction: str) -> EpisodeTrace:
+    def run(self, task: str, instruction: str, max_steps: int = 0) -> EpisodeTrace:
+        """One goal; max_steps 0 leaves the budget to the server (the sim's time limit ends sim tasks)."""
         with self._lock:
             self._chunks = []
-        goal = self._goal_type(instruction=instruction, max_steps=0)
+        goal = self._goal_type(instruction=instruction, max_steps=max_steps)
         handle = _wait(self.action.send_goal_async(goal), EPISODE_LIMIT_S)
         if not handle.accepted:
             return EpisodeTrace(task=task, success=False, steps=0, reason="goal rejected")

@@ -94,6 +94,8 @@ class SimNode(Node):
         self._targets = RealtimeTargets()
         self._rejected = ReasonCounter()
         self._state_pending = False  # the env holds a state (after a reset) that is not published yet
+        self._last_stamp_ns: int | None = None
+        self._last_publish_s = 0.0
         self._reward = 0.0
         self._success = False
 
@@ -127,6 +129,10 @@ class SimNode(Node):
             # Publish the start state from the executor, once spinning, like every later state.
             self._publish_trigger = self.create_guard_condition(self._publish_pending_state)
             self._publish_trigger.trigger()
+            republish = p("idle_republish_s").value
+            if republish > 0:
+                steady = Clock(clock_type=ClockType.STEADY_TIME)
+                self.create_timer(republish, self._republish_if_idle, clock=steady)
         else:
             # Wall-clock timer: with use_sim_time the node's own clock is the sim time this node makes.
             steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -181,6 +187,14 @@ class SimNode(Node):
             floating_point_range=[FloatingPointRange(from_value=0.0, to_value=60.0)],
         )
         declare("publish_images", True, "render and publish both cameras with every state")
+        declare(
+            "idle_republish_s",
+            1.0,
+            "lockstep: re-send the current state (same stamp) after this much wall time without a step, so a "
+            "late subscriber or a lost message cannot stall the graph; 0 disables",
+            read_only=True,
+            floating_point_range=[FloatingPointRange(from_value=0.0, to_value=60.0)],
+        )
 
     # ---------------------------------------------------------------------------------------- commands
     def _on_trajectory(self, msg: JointTrajectory) -> None:
@@ -259,21 +273,36 @@ class SimNode(Node):
         return q[:7].copy(), float(np.mean(q[7:]))
 
     # ---------------------------------------------------------------------------------------- publishing
+    def _republish_if_idle(self) -> None:
+        """Lock-step: re-send the current state (same stamp) when nothing has moved the sim for a while.
+
+        A paused sim publishes nothing, so a node that joins late (a free-text goal in the current scene)
+        or a state lost to a full queue would otherwise wait for ever. The stamp does not change, so no
+        reader takes it for a new state and arm_controller still executes at most one action for it.
+        """
+        if self._last_stamp_ns is None or self._state_pending:
+            return
+        if time.monotonic() - self._last_publish_s >= self.get_parameter("idle_republish_s").value:
+            self._publish_state(advance=False)
+
     def _publish_pending_state(self) -> None:
         if self._state_pending:
             self._publish_state()
 
-    def _publish_state(self, images: bool = True) -> None:
+    def _publish_state(self, images: bool = True, advance: bool = True) -> None:
         """Publish the env's current state as the next tick: /clock, status, images, joint_states last.
 
         Images go out when `images` and the `publish_images` parameter are both true.
         joint_states goes last because it is what arm_controller reacts to: by then everything else about
-        this state is out.
+        this state is out. `advance=False` re-sends the current state under its own stamp (lock-step idle).
         """
         if not self.context.ok():  # shutting down (Ctrl-C) while a tick was due
             return
         self._state_pending = False
-        stamp = nanoseconds_to_stamp(self._sim_time.advance())
+        if advance or self._last_stamp_ns is None:
+            self._last_stamp_ns = self._sim_time.advance()
+        self._last_publish_s = time.monotonic()
+        stamp = nanoseconds_to_stamp(self._last_stamp_ns)
         self._clock_pub.publish(ClockMsg(clock=stamp))
         env = self._env
         status = EpisodeStatus(
