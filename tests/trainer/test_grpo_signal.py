@@ -9,30 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from svrl_trainer.config import load_train_config
 from svrl_trainer.init_schedule import InitStateSchedule
 from svrl_trainer.train import GrpoTrainer
 from svrl_trainer.update import group_mini_batches, num_mini_batches
 
-from .test_grpo_trainer import CHUNK, _config
-
-
-@pytest.fixture(scope="module")
-def init_checkpoint(tmp_path_factory) -> Path:
-    from svrl_policy.codec import ActionCodec
-    from svrl_policy.config import get_preset
-    from svrl_policy.policy import Policy
-
-    torch.manual_seed(0)
-    config = get_preset("debug", chunk_len=CHUNK, image_size=32, augment_shift=0)
-    codec = ActionCodec(
-        low=np.r_[[-0.1] * 6, -1.0], high=np.r_[[0.1] * 6, 1.0], chunk_len=CHUNK, gripper_index=6
-    )
-    path = tmp_path_factory.mktemp("init") / "policy"
-    Policy(config, codec).save_pretrained(path)
-    return path
+from .test_grpo_trainer import _config
 
 
 # ------------------------------------------------------------------ mini-batches

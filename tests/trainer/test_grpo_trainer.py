@@ -8,28 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
-from svrl_policy.codec import ActionCodec
-from svrl_policy.config import get_preset
 from svrl_policy.policy import Policy
 from svrl_trainer.config import TrainConfigError, load_train_config
 from svrl_trainer.train import GrpoTrainer, latest_checkpoint
 
-CHUNK = 4
-
-
-@pytest.fixture(scope="module")
-def init_checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = get_preset("debug", chunk_len=CHUNK, image_size=32, augment_shift=0)
-    codec = ActionCodec(
-        low=np.r_[[-0.1] * 6, -1.0], high=np.r_[[0.1] * 6, 1.0], chunk_len=CHUNK, gripper_index=6
-    )
-    path = tmp_path_factory.mktemp("init") / "policy"
-    Policy(config, codec).save_pretrained(path)
-    return path
+from .conftest import CHUNK
 
 
 def _config(tmp_path: Path, init: Path, **top) -> Path:

@@ -8,9 +8,6 @@ import pytest
 import ray
 import torch
 
-from svrl_policy.codec import ActionCodec
-from svrl_policy.config import get_preset
-from svrl_policy.policy import Policy
 from svrl_trainer.catalog import make_env, resolve_tasks
 from svrl_trainer.config import load_train_config
 from svrl_trainer.rollout import EpisodeSpec, TrajectoryBatch
@@ -19,24 +16,12 @@ from svrl_trainer.train import GrpoTrainer
 
 from .test_grpo_trainer import _config
 
-CHUNK = 4
-
 
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-@pytest.fixture()
-def policy() -> Policy:
-    torch.manual_seed(0)
-    config = get_preset("debug", chunk_len=CHUNK, image_size=32, augment_shift=0)
-    codec = ActionCodec(
-        low=np.r_[[-0.1] * 6, -1.0], high=np.r_[[0.1] * 6, 1.0], chunk_len=CHUNK, gripper_index=6
-    )
-    return Policy(config, codec).eval()
 
 
 def _specs(count: int) -> list[EpisodeSpec]:

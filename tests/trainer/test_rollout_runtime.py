@@ -13,9 +13,6 @@ import torch
 import yaml
 
 import svrl_trainer.update as update_module
-from svrl_policy.codec import ActionCodec
-from svrl_policy.config import get_preset
-from svrl_policy.policy import Policy
 from svrl_trainer.catalog import make_env, resolve_tasks
 from svrl_trainer.config import TrainConfigError, load_train_config
 from svrl_trainer.rollout import EpisodeSpec, TrajectoryBatch, collect, wave_generator
@@ -29,18 +26,7 @@ from svrl_trainer.rollout_policy import (
 )
 from svrl_trainer.train import GrpoTrainer
 
-CHUNK = 4
 FIELDS = ("proprio", "tokens", "old_log_probs", "num_chunks", "finish_steps", "success", "worker_failed")
-
-
-@pytest.fixture()
-def policy() -> Policy:
-    torch.manual_seed(0)
-    config = get_preset("debug", chunk_len=CHUNK, image_size=32, augment_shift=0)
-    codec = ActionCodec(
-        low=np.r_[[-0.1] * 6, -1.0], high=np.r_[[0.1] * 6, 1.0], chunk_len=CHUNK, gripper_index=6
-    )
-    return Policy(config, codec).eval()
 
 
 def _specs(count: int) -> list[EpisodeSpec]:

@@ -19,24 +19,8 @@ import torch
 from svrl_trainer.config import ResumeConfigError, config_to_dict, load_train_config, resume_config_diff
 from svrl_trainer.train import GrpoTrainer, RunExistsError
 
-from .test_grpo_trainer import CHUNK, _config
-
-
-@pytest.fixture(scope="module")
-def init_checkpoint(tmp_path_factory) -> Path:
-    """A random debug-preset policy for the toy suite (the same as test_grpo_trainer's)."""
-    from svrl_policy.codec import ActionCodec
-    from svrl_policy.config import get_preset
-    from svrl_policy.policy import Policy
-
-    torch.manual_seed(0)
-    config = get_preset("debug", chunk_len=CHUNK, image_size=32, augment_shift=0)
-    codec = ActionCodec(
-        low=np.r_[[-0.1] * 6, -1.0], high=np.r_[[0.1] * 6, 1.0], chunk_len=CHUNK, gripper_index=6
-    )
-    path = tmp_path_factory.mktemp("init") / "policy"
-    Policy(config, codec).save_pretrained(path)
-    return path
+from .conftest import CHUNK
+from .test_grpo_trainer import _config
 
 
 class WorkerDeathEnv:
