@@ -23,10 +23,11 @@ if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$src_hash" ]] \
 fi
 
 # The wheels' CMake exports name the wheel build host's Python include dirs (/opt/python/cp3XX-...).
-# Point them at this interpreter's. Safe to repeat: once rewritten, nothing matches any more.
+# Point them at this interpreter's. Safe to repeat: once rewritten, nothing matches any more (and grep's
+# exit status 1 for "no match" must not end the script: a rebuild after an interface change comes here too).
 PYINC="$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['include'])")"
 NPINC="$("$PY" -c "import numpy; print(numpy.get_include())")"
-grep -rl '/opt/python/cp3' "$VENV/share" --include='*.cmake' 2>/dev/null | xargs -r sed -i -E \
+{ grep -rl '/opt/python/cp3' "$VENV/share" --include='*.cmake' 2>/dev/null || true; } | xargs -r sed -i -E \
     -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages/numpy/_core/include#${NPINC}#g" \
     -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/include/python3\.[0-9]+#${PYINC}#g"
 

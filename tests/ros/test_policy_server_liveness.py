@@ -116,8 +116,8 @@ def test_preempt_aborts_the_running_goal_and_starts_the_new_one(make_graph) -> N
     assert second.accepted
     first_result = graph.wait(first.get_result_async(), GUARD_S)
     assert first_result.status == GoalStatus.STATUS_ABORTED
-    assert first_result.result.reason == Result.REASON_CANCELED
-    assert "preempted" in first_result.result.message
+    assert first_result.result.reason == Result.REASON_PREEMPTED
+    assert "newer goal" in first_result.result.message
     second_result = graph.wait(second.get_result_async(), GUARD_S)
     assert (second_result.result.reason, second_result.result.steps) == (Result.REASON_MAX_STEPS, 3)
 

@@ -21,6 +21,7 @@ from svrl_interfaces.action import ExecuteInstruction
 from svrl_interfaces.srv import ResetEpisode
 
 from svrl_ros import topics
+from svrl_ros.conversions import stamp_to_nanoseconds
 from svrl_ros.goal_context import GoalContext, GoalEnded
 from svrl_ros.learned_policy import (
     CheckpointNotFoundError,
@@ -332,8 +333,13 @@ class LearnedDriver(Driver):
             f"sim reset to {task} ({request.split} #{request.init_state_index}) for {clip_text(ctx.instruction)!r}"
         )
 
+        # The sim says which stamp the reset state will carry; an older sim (sim_time left at 0) is matched
+        # by the first status at step 0 newer than the state before the reset.
+        announced = stamp_to_nanoseconds(response.sim_time)
+        after = announced - 1 if announced > 0 else before
+
         def reset_state() -> int | None:
-            for status in self.store.statuses_after(before):
+            for status in self.store.statuses_after(after):
                 if status.step == 0:
                     return status.stamp_ns
             return None

@@ -64,7 +64,7 @@ class GoalContext:
         if self.handle.is_cancel_requested:
             raise GoalEnded(Result.REASON_CANCELED, "canceled by the client")
         if self.preempted:
-            raise GoalEnded(Result.REASON_CANCELED, "preempted by a newer goal (on_new_goal=preempt)")
+            raise GoalEnded(Result.REASON_PREEMPTED, "preempted by a newer goal (on_new_goal=preempt)")
         if self._timed_out():
             raise GoalEnded(Result.REASON_TIMEOUT, f"no success within {self.timeout_s:.1f} s")
         if self.steps >= self.max_steps:

@@ -365,6 +365,7 @@ class SimNode(Node):
         )
         response.instruction = self._env.instruction
         response.max_steps = self._env.max_steps
+        response.sim_time = nanoseconds_to_stamp(next_ns)
         self.get_logger().info(response.message)
         if self._timing == "lockstep":
             self._publish_trigger.trigger()  # after this response is sent: the state follows the answer
