@@ -63,3 +63,17 @@ def test_a_free_text_goal_runs_on_its_budget_and_says_success_was_not_judged(
     assert (trace.success, trace.steps) == (False, 24), trace
     assert trace.reason.startswith("max_steps") and "not judged" in trace.reason, trace
     assert len(trace.chunks) == 3  # 24 steps in chunks of 8, each published before it ran
+
+
+def test_verdict_tells_a_safety_stop_from_a_difference() -> None:
+    from svrl_ros.graph_check import DIFFERENT, SAFETY_STOP, SAME, EpisodeTrace, verdict
+
+    chunks = [np.full((8, 7), i, np.float32) for i in range(4)]
+    ref = EpisodeTrace("t", False, 30, chunks)
+    assert verdict(ref, EpisodeTrace("t", False, 30, [c.copy() for c in chunks])) == SAME
+    refused = "error: arm_controller stopped executing the chunk: refused action 2 of the policy chunk: ..."
+    assert verdict(ref, EpisodeTrace("t", False, 18, chunks[:3], refused)) == SAFETY_STOP
+    other = [c.copy() for c in chunks[:3]]
+    other[1][0, 0] += 1e-3
+    assert verdict(ref, EpisodeTrace("t", False, 18, other, refused)) == DIFFERENT  # saw something else
+    assert verdict(ref, EpisodeTrace("t", False, 18, chunks[:3], "error: stale observation")) == DIFFERENT

@@ -4,7 +4,8 @@ The proof that training and deployment see the same thing. In process, the polic
 `SimEnv` directly, as the evaluation does. Through the graph, `svrl up --profile sim` starts sim_node
 (lock-step), policy_server and arm_controller, and this command is the operator: one ExecuteInstruction
 goal per task. In lock-step the two must agree episode for episode: same outcome, same number of steps,
-and the same action chunks, because every observation the policy sees over DDS (images, proprio rebuilt
+and the same action chunks (or the same chunks up to the step arm_controller's safety filter refused, which
+the training simulator does not have), because every observation the policy sees over DDS (images, proprio rebuilt
 from joint states by the shared kinematics) is bit-identical to the in-process one, and every action is
 applied to the state it was computed for.
 """
@@ -130,6 +131,28 @@ def _wait(future, limit_s: float):
     return future.result()
 
 
+SAME = "same"
+SAFETY_STOP = "same until arm_controller stopped it"
+DIFFERENT = "different"
+_REFUSAL = "arm_controller stopped executing the chunk"
+
+
+def verdict(ref: EpisodeTrace, got: EpisodeTrace) -> str:
+    """SAME: identical chunks, outcome and steps. SAFETY_STOP: identical chunks up to the step the safety
+    filter refused (the training simulator has no workspace box; the robot graph does), then the goal ended
+    with arm_controller's reason. DIFFERENT: anything else, i.e. the two saw or did different things."""
+    if ref.success == got.success and ref.steps == got.steps and chunks_agree(ref.chunks, got.chunks):
+        return SAME
+    if (
+        _REFUSAL in got.reason
+        and got.steps <= ref.steps
+        and got.chunks
+        and chunks_agree(ref.chunks[: len(got.chunks)], got.chunks)
+    ):
+        return SAFETY_STOP
+    return DIFFERENT
+
+
 def chunks_agree(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
     """Same chunks in the same order; a chunk cut short by the step budget compares on its prefix."""
     if len(a) != len(b):
@@ -210,11 +233,10 @@ def graph_check(
                     "chunks": len(got.chunks),
                     "reason": got.reason,
                 },
-                "agree": ref.success == got.success
-                and ref.steps == got.steps
-                and chunks_agree(ref.chunks, got.chunks),
+                "verdict": verdict(ref, got),
             }
         )
+        rows[-1]["agree"] = rows[-1]["verdict"] != DIFFERENT
     report = {
         "checkpoint": str(ckpt),
         "runtime": runtime.name,
@@ -223,6 +245,7 @@ def graph_check(
         "image_size": image_size,
         "episodes": rows,
         "all_agree": all(r["agree"] for r in rows),
+        "stopped_by_safety_filter": sum(r["verdict"] == SAFETY_STOP for r in rows),
     }
     if out is not None:
         from svrl_trainer.atomic import write_text_atomic
@@ -242,10 +265,11 @@ def markdown(report: dict) -> str:
     ]
     for r in report["episodes"]:
         a, b = r["in_process"], r["graph"]
-        why = "" if r["agree"] else f" ({b['reason']})"
+        same = {SAME: "yes", SAFETY_STOP: "yes, until the safety filter stopped it", DIFFERENT: "**no**"}
+        why = "" if r["verdict"] == SAME else f" ({b['reason']})"
         lines.append(
             f"| {r['task']} | {'success' if a['success'] else 'fail'}, {a['steps']} steps | "
-            f"{'success' if b['success'] else 'fail'}, {b['steps']} steps | {'yes' if r['agree'] else '**no**'}{why} |"
+            f"{'success' if b['success'] else 'fail'}, {b['steps']} steps | {same[r['verdict']]}{why} |"
         )
     lines.append("")
     return "\n".join(lines)
