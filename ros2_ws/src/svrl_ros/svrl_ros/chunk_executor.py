@@ -137,11 +137,13 @@ class ControlCore:
         self._last_command_s: float | None = None
         self._last_finger: float | None = None
         self._last_action_stamp_ns: int | None = None
+        self._last_sent: Command | None = None  # lock-step: re-sent if the sim re-sends its state
         self._hold_status: tuple[int, str] | None = None
         self.level, self.message = OK, f"waiting for joint_states (mode {start_mode})"
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "commands",
+                "commands_resent",
                 "holds",
                 "chunks_accepted",
                 "chunks_refused",
@@ -271,6 +273,18 @@ class ControlCore:
         taken = None
         if self._last_action_stamp_ns != js.stamp_ns:  # at most one action per measured state
             taken = self.schedule.take(js.stamp_ns)
+        elif (
+            self.lockstep
+            and self._last_sent is not None
+            and self._last_sent.stamp_ns == js.stamp_ns
+            and self._last_command_s is not None
+            and js.arrived_s > self._last_command_s
+        ):
+            # The paused sim re-sent the state this command answered (it arrived again after the command
+            # went out): the command was lost (a subscription not matched yet, a full queue). Send the very
+            # same command again; a sim that did step has moved on and drops it by its stamp.
+            self.counters["commands_resent"] += 1
+            return self._last_sent
         if taken is None:
             # Keep the reason of a refusal or stop on /diagnostics until something runs again.
             level, message = self._hold_status or (OK, "holding: no action for the current state")
@@ -311,12 +325,14 @@ class ControlCore:
             self._status(WARN, f"executing {chunk.source} chunk; clipped: {', '.join(result.clips)}")
         else:
             self._status(OK, f"executing {chunk.source} chunk")
-        return Command(js.stamp_ns, result.arm, result.finger, hold=False)
+        self._last_sent = Command(js.stamp_ns, result.arm, result.finger, hold=False)
+        return self._last_sent
 
     # ------------------------------------------------------------------------------------ internals
     def _drop_and_hold(self) -> None:
         """Drop the chunk and latch a hold target at the measured state (re-sync)."""
         self.schedule.drop()
+        self._last_sent = None  # a stopped arm is never re-commanded
         self.safety.reset_motion()
         self._hold = None
         if self.joint is not None:

@@ -271,6 +271,7 @@ class LearnedDriver(Driver):
         self.control_period_s = 1.0 / server._param("control_rate_hz")
         self._policy.reset_sampling()
         ctx.success_source = server._param("success_source")
+        self._wait_for_executor(ctx)
         task = self._sim_task(ctx.instruction) if server._param("reset_sim") else None
         if task is not None:
             ctx.start_ns = self._reset_sim(ctx, task)
@@ -294,6 +295,21 @@ class LearnedDriver(Driver):
                 raise self._missing(-1, "first observation")
             ctx.start_ns = obs.stamp_ns
         ctx.next_ns = ctx.start_ns
+
+    def _wait_for_executor(self, ctx: GoalContext) -> None:
+        """A chunk published before arm_controller's subscription is matched is lost (volatile QoS), and
+        in lock-step the sim then waits for ever: make sure someone will execute the chunks first."""
+        timeout = self._server._param("observation_timeout_s")
+        deadline = time.monotonic() + timeout
+        while self._server.chunk_subscribers() == 0:
+            ctx.check()
+            if time.monotonic() > deadline:
+                raise GoalEnded(
+                    Result.REASON_ERROR,
+                    f"nobody executes chunks: no subscriber on {topics.ACTION_CHUNK} within {timeout:.1f} s "
+                    "(is arm_controller running?)",
+                )
+            ctx.wake.wait(ctx.poll_s)
 
     def _sim_task(self, instruction: str) -> str | None:
         if self._sim_tasks is None:

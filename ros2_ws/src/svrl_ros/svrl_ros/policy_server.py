@@ -277,6 +277,10 @@ class PolicyServer(Node):
                     return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
 
+    def chunk_subscribers(self) -> int:
+        """How many subscriptions (arm_controller, recorders) are matched to svrl/action_chunk."""
+        return self._chunk_pub.get_subscription_count()
+
     @property
     def driver(self) -> Driver | None:
         """What produces the chunks (None while the node is still being built); benchmarks read its timings."""
