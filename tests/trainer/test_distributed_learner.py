@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from svrl_trainer.config import load_train_config
 from svrl_trainer.train import GrpoTrainer, latest_checkpoint
 
-from .test_grpo_trainer import _config, init_checkpoint  # noqa: F401  (fixture)
+from .test_grpo_trainer import _config
 
 COMPARED = (
     "rollout/sampled_success",
@@ -38,7 +38,7 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_ranks_learn_exactly_what_one_process_learns(tmp_path, init_checkpoint, strategy) -> None:  # noqa: F811
+def test_two_ranks_learn_exactly_what_one_process_learns(tmp_path, init_checkpoint, strategy) -> None:
     settings = {"total_steps": 2, "eval": {"every": 0}, "checkpoint": {"every": 2, "keep_last": 1}}
     single = _config(tmp_path / "single", init_checkpoint, **settings)
     trainer = GrpoTrainer(load_train_config(single))
