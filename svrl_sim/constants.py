@@ -10,5 +10,11 @@ CAMERAS: tuple[str, str] = (CAMERA_MAIN, CAMERA_WRIST)
 
 PROPRIO_DIM = 15  # joint_pos[7], gripper_opening[1], ee_pos[3], ee_quat_wxyz[4]
 ACTION_DIMS: dict[str, int] = {"ee_delta": 7, "joint_pos": 8}
+# The names of each action dimension, as ActionChunk.dim_names carries them (same as
+# svrl_policy.features.ACTION_NAMES; a test checks the two agree).
+ACTION_NAMES: dict[str, tuple[str, ...]] = {
+    "ee_delta": ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"),
+    "joint_pos": (*(f"joint_{i}" for i in range(7)), "gripper"),
+}
 DEFAULT_IMAGE_SIZE = 128
 DEFAULT_CONTROL_HZ = 10

@@ -127,11 +127,18 @@ def prepare_output(cfg: SFTConfig) -> ResumePoint | dict[str, Any] | None:
         if cfg.resume:
             log.info("--resume: %s holds no run yet; starting at step 0", out)
         return None
-    if cfg.overwrite:
-        log.warning("--overwrite: removing %s", out)
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-        return None
     state = read_state(out) if out.is_dir() else None
+    if cfg.overwrite:
+        # Only ever delete what svrl wrote: a training state or a policy checkpoint, never a folder of
+        # something else that happened to be named as --out.
+        if state is None and not (out.is_dir() and (out / "manifest.json").is_file()):
+            raise RunExistsError(
+                f"--overwrite: {out} holds neither an sft/pretrain run nor a policy checkpoint; not deleting "
+                "it. Remove it yourself or choose another --out."
+            )
+        log.warning("--overwrite: removing %s", out)
+        shutil.rmtree(out)
+        return None
     if not cfg.resume:
         what = (
             f"a {state['config'].get('stage')} run at step {state['step']}/{state['config'].get('steps')}"

@@ -93,8 +93,11 @@ def test_output_of_another_run_is_refused_without_resume_or_overwrite(
     (other / "notes.txt").write_text("mine")
     with pytest.raises(RunExistsError, match="something else"):
         train_sft(_config(reach_dataset, other, steps=3))
-    replaced = train_sft(_config(reach_dataset, other, steps=3, overwrite=True))
-    assert not (replaced.checkpoint / "notes.txt").exists() and read_state(replaced.checkpoint)["step"] == 3
+    with pytest.raises(RunExistsError, match="not deleting"):  # --overwrite deletes only what svrl wrote
+        train_sft(_config(reach_dataset, other, steps=3, overwrite=True))
+    assert (other / "notes.txt").read_text() == "mine"
+    replaced = train_sft(_config(reach_dataset, out, steps=4, overwrite=True))
+    assert read_state(replaced.checkpoint)["step"] == 4
     argv = ["sft", "--data", str(reach_dataset), "--preset", "debug", "--out", str(out), "--steps", "3"]
     assert svrl_main(argv) == 2  # a one-line refusal, not a traceback
 

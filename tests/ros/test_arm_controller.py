@@ -68,6 +68,7 @@ class Harness:
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
         )
         self.estop_pub = n.create_publisher(Bool, topics.ESTOP, estop_qos)
+        self.plain_estop_pub = n.create_publisher(Bool, topics.ESTOP, 10)  # volatile: rclpy's default QoS
         self.set_mode_client = n.create_client(SetMode, topics.SET_MODE)
         self.reset_client = n.create_client(Trigger, topics.RESET_ESTOP)
         self.executor = SingleThreadedExecutor(context=self.context)
@@ -262,6 +263,16 @@ def test_estop_latches_across_mode_switches(processes, harness: Harness, tmp_pat
     harness.publish_chunk(stamp, chunk(1), teleop=True)
     harness.wait_for(lambda: len(harness.trajectories) == 2, "teleop command after the reset")
     assert stamp_to_nanoseconds(harness.trajectories[1].header.stamp) == stamp  # none while latched
+
+
+def test_estop_from_a_plain_volatile_publisher_latches(processes, harness: Harness, tmp_path: Path) -> None:
+    """A transient-local subscription alone would match no volatile publisher and drop every press."""
+    start_controller(processes, tmp_path, "trigger:=joint_states", "start_mode:=policy")
+    harness.wait_for_controller()
+    harness.wait_for(lambda: harness.plain_estop_pub.get_subscription_count() > 0, "e-stop subscription")
+    harness.plain_estop_pub.publish(Bool(data=True))
+    harness.wait_for(lambda: any("e-stop" in m for m in harness.diagnostic_messages()), "e-stop diagnostics")
+    assert not harness.set_mode("policy").success
 
 
 def test_timer_mode_holds_when_joint_states_stop(processes, harness: Harness, tmp_path: Path) -> None:

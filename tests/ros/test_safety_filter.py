@@ -53,9 +53,20 @@ def assert_safe(q: np.ndarray, finger: float) -> None:
 
 
 # ------------------------------------------------------------------------------------ safety filter
-def test_action_names_match_the_policy_package() -> None:
+def test_action_names_match_the_policy_package_and_what_policy_server_sends() -> None:
+    """A chunk whose dim_names the filter does not know is refused: every sender must spell them alike."""
+    from svrl_ros.runners import DIM_NAMES
+
     features = pytest.importorskip("svrl_policy.features")
     assert {k: tuple(v) for k, v in features.ACTION_NAMES.items()} == ACTION_NAMES
+    assert {k: tuple(v) for k, v in DIM_NAMES.items()} == ACTION_NAMES
+    for space, names in DIM_NAMES.items():
+        chunk = np.zeros((2, len(names)), np.float32)
+        chunk[:, :7] = HOME[: min(7, len(names))] if space == "joint_pos" else 0.0
+        assert (
+            SafetyFilter(SafetyLimits(period_s=PERIOD_NS * 1e-9)).check_chunk(chunk, space, names, PERIOD_NS)
+            is None
+        ), space
 
 
 def test_small_step_passes_bit_for_bit(safety: SafetyFilter) -> None:
@@ -309,3 +320,13 @@ def test_action_targets_match_kinematics(kin: ArmKinematics) -> None:
     other.set_joint_positions(HOME, FINGERS)
     assert arm.tobytes() == other.ee_delta_target(action[:3], action[3:6], PERIOD).tobytes()
     assert finger == finger_position(0.3)
+
+
+def test_a_measured_joint_beyond_its_limit_is_refused_not_snapped_back(safety: SafetyFilter) -> None:
+    measured = HOME.copy()
+    measured[6] = UPPER[6] + 0.3  # joint7 (the wrist's roll) far past its limit: a clip would snap it back
+    result = safety.command(measured, HOME, 0.02)
+    assert result.refused and "joints [7]" in result.reason
+    measured[6] = UPPER[6] + 0.01  # within the tolerance: an overshoot, still commandable
+    result = safety.command(measured, measured, 0.02)
+    assert not result.refused, result.reason

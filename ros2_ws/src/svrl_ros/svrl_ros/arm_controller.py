@@ -20,7 +20,6 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
@@ -50,9 +49,6 @@ from svrl_ros.safety_filter import (
 from svrl_sim import robot
 
 TRIGGERS = ("timer", "joint_states")
-ESTOP_QOS = QoSProfile(
-    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
-)
 LIMIT_PARAMETERS = (
     "velocity_scale",
     "max_acceleration",
@@ -95,7 +91,7 @@ class ArmController(Node):
         self.create_subscription(JointState, topics.JOINT_STATES, self._on_joint_states, 10)
         self.create_subscription(ActionChunk, topics.ACTION_CHUNK, self._chunk_callback(MODE_POLICY), 10)
         self.create_subscription(ActionChunk, topics.TELEOP_CHUNK, self._chunk_callback(MODE_TELEOP), 10)
-        self.create_subscription(Bool, topics.ESTOP, self._on_estop, ESTOP_QOS)
+        topics.subscribe_estop(self, self._on_estop)
         self.create_service(SetMode, topics.SET_MODE, self._on_set_mode)
         self.create_service(Trigger, topics.RESET_ESTOP, self._on_reset_estop)
 

@@ -40,25 +40,35 @@ Feedback = ExecuteInstruction.Feedback
 
 
 class ArmRefusals:
-    """arm_controller's refusals as it reports them on /diagnostics (a WARN/ERROR status saying "refused").
+    """arm_controller's refusals as it reports them on /diagnostics.
 
     In lock-step a refused step means the sim waits for ever; on a robot the arm holds. Either way the
     goal cannot go on, and the operator should read arm_controller's reason rather than a stale-observation
-    timeout some seconds later.
+    timeout some seconds later. A refusal is a *rise* of its refusal counters (chunks_refused,
+    steps_refused, safety_violations), never the message text alone: the reason for an old refusal stays on
+    /diagnostics (re-published every second) until something runs again, and must not end a later goal.
     """
+
+    COUNTERS = ("chunks_refused", "steps_refused", "safety_violations")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._latest: tuple[float, str] | None = None
+        self._total: int | None = None
 
     def on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
-            if (
-                status.name.endswith(": safety filter")
-                and _level(status.level) >= _level(DiagnosticStatus.WARN)
-                and "refused" in status.message
-            ):
-                with self._lock:
+            if not status.name.endswith(": safety filter"):
+                continue
+            values = {kv.key: kv.value for kv in status.values}
+            try:
+                total = sum(int(values.get(key, 0)) for key in self.COUNTERS)
+            except ValueError:
+                continue
+            with self._lock:
+                rose = self._total is not None and total > self._total
+                self._total = total
+                if rose and _level(status.level) >= _level(DiagnosticStatus.WARN):
                     self._latest = (time.monotonic(), status.message)
 
     def since(self, monotonic_s: float) -> str | None:
@@ -232,11 +242,12 @@ class LearnedDriver(Driver):
         reason = check_checkpoint_dir(path)
         if reason is not None:
             return reason
-        if self._server.goal_running():
-            return "a goal is running; set checkpoint between goals"
-        if self._loading is not None:
-            return f"still loading {self._loading}"
-        self._loading = path
+        with self._server.goal_slot:  # goal admission checks _loading under the same lock
+            if self._server.goal_running():
+                return "a goal is running; set checkpoint between goals"
+            if self._loading is not None:
+                return f"still loading {self._loading}"
+            self._loading = path
 
         def load() -> None:
             try:
@@ -294,6 +305,13 @@ class LearnedDriver(Driver):
             if obs is None:
                 raise self._missing(-1, "first observation")
             ctx.start_ns = obs.stamp_ns
+            # No reset: the episode status at the start belongs to what ran before (a success stays latched
+            # until the next reset). Only what happens after this goal starts may end it.
+            ctx.judge_after_ns = ctx.start_ns
+            status = self.store.newest_status()
+            if ctx.success_source == "sim" and status is not None and status.done:
+                self._log.info("the sim episode has already ended: success cannot be judged for this goal")
+                ctx.success_source = "none"
         ctx.next_ns = ctx.start_ns
 
     def _wait_for_executor(self, ctx: GoalContext) -> None:
@@ -382,7 +400,7 @@ class LearnedDriver(Driver):
         source = ctx.success_source
         if source == "operator" and ctx.confirmed.is_set():
             raise GoalEnded(Result.REASON_SUCCESS, "the operator confirmed success", success=True)
-        statuses = self.store.statuses_after(after_ns - 1)
+        statuses = self.store.statuses_after(max(after_ns - 1, ctx.judge_after_ns))
         if source == "sim":
             if any(s.success for s in statuses):
                 raise GoalEnded(Result.REASON_SUCCESS, "the sim reports the task's success", success=True)
@@ -466,7 +484,10 @@ class LearnedDriver(Driver):
             newest = store.newest_state_ns()
             if newest is not None and newest >= end_ns - period_ns // 2:
                 return ("done", length)
-            ended = [s for s in store.statuses_after(stamp_ns) if s.done or s.success]
+            # The sim's episode end matters only when the sim judges this goal; otherwise (free text, an
+            # episode that ended before the goal) its latched done/success says nothing about this goal.
+            judged = ctx.success_source == "sim"
+            ended = [s for s in store.statuses_after(stamp_ns) if s.done or s.success] if judged else []
             if ended or ctx.confirmed.is_set():
                 return ("done", executed_so_far())
             if self.arm_refusals.since(published_s) is not None:

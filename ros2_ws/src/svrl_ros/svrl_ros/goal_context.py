@@ -45,6 +45,7 @@ class GoalContext:
     # learned runner: what ends it with success, and the stamps it started from / continues from
     success_source: str = "none"
     start_ns: int = 0
+    judge_after_ns: int = -1  # episode statuses up to this stamp cannot end the goal (they predate it)
     next_ns: int = 0
 
     @property

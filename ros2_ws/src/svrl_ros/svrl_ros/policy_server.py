@@ -30,7 +30,6 @@ from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 from svrl_interfaces.action import ExecuteInstruction
@@ -60,9 +59,6 @@ Feedback = ExecuteInstruction.Feedback
 ON_NEW_GOAL = ("reject", "preempt")
 SUCCESS_SOURCES = ("sim", "operator", "none")
 BACKENDS = ("auto", "torch", "onnx", "tensorrt")  # svrl_policy.runtime.BACKENDS (that module imports torch)
-ESTOP_QOS = QoSProfile(
-    depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
-)
 CHOICES = {"on_new_goal": ON_NEW_GOAL, "success_source": SUCCESS_SOURCES, "backend": BACKENDS}
 EXECUTOR_THREADS = 6  # a running goal, a preempting one, admission/cancel, topics, services, parameters
 
@@ -126,7 +122,7 @@ class PolicyServer(Node):
         # (instead of a stale-observation error once the held arm stops producing states) and refuses
         # new goals while it is pressed.
         self._estop_pressed = False
-        self.create_subscription(Bool, topics.ESTOP, self._on_estop, ESTOP_QOS, callback_group=self._io_group)
+        topics.subscribe_estop(self, self._on_estop, callback_group=self._io_group)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_service(
             Trigger, topics.CONFIRM_SUCCESS, self._on_confirm_success, callback_group=self._io_group
@@ -277,6 +273,11 @@ class PolicyServer(Node):
                     return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
 
+    @property
+    def goal_slot(self) -> threading.Condition:
+        """The lock goal admission holds; a driver takes it to change what admission depends on."""
+        return self._slot
+
     def chunk_subscribers(self) -> int:
         """How many subscriptions (arm_controller, recorders) are matched to svrl/action_chunk."""
         return self._chunk_pub.get_subscription_count()
@@ -298,10 +299,11 @@ class PolicyServer(Node):
         instruction = goal.instruction.strip()
         reason = self._admission_problem(goal.instruction, instruction)
         if reason is None:
-            with self._slot:
-                if self._in_flight and self._param("on_new_goal") != "preempt":
+            with self._slot:  # the driver's answer and the slot under one lock: no checkpoint swap between
+                reason = self._driver.admit(instruction)
+                if reason is None and self._in_flight and self._param("on_new_goal") != "preempt":
                     reason = "another instruction is running (on_new_goal=reject)"
-                else:
+                elif reason is None:
                     self._in_flight += 1
         if reason is not None:
             self.get_logger().warning(f"rejected goal {clip_text(instruction)!r}: {reason}")
@@ -319,17 +321,17 @@ class PolicyServer(Node):
         stuck = self._runner_stuck_for()
         if stuck is not None:
             return f"the runner is still stuck in a call that started {stuck:.1f} s ago"
-        return self._driver.admit(instruction)
+        return None
 
     def _runner_stuck_for(self) -> float | None:
         busy = self._runner_thread.busy_for()
         return busy if busy is not None and busy > self._param("runner_deadline_s") else None
 
     def _on_estop(self, msg: Bool) -> None:
-        self._estop_pressed = bool(msg.data)
-        if self._estop_pressed:
-            with self._slot:
-                for ctx in self._goals.values():
+        with self._slot:
+            self._estop_pressed = bool(msg.data)
+            if self._estop_pressed:
+                for ctx in list(self._goals.values()):
                     ctx.estopped = True
                     ctx.wake.set()
 
@@ -377,12 +379,14 @@ class PolicyServer(Node):
             timeout_s=duration_to_seconds(goal.timeout),
             poll_s=min(0.05, period),
         )
-        self._goals[key] = ctx
+        with self._slot:  # _on_estop walks _goals under the same lock, from another executor thread
+            self._goals[key] = ctx
+            ctx.estopped = self._estop_pressed  # pressed between admission and here: end at once
         try:
             return self._run_goal(ctx)
         finally:
-            self._goals.pop(key, None)
             with self._slot:
+                self._goals.pop(key, None)
                 if self._owner is ctx:
                     self._owner = None
                 self._in_flight -= 1

@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from svrl_sim.constants import ACTION_NAMES
+
 LEARNED = "learned"
 
 
@@ -55,9 +57,9 @@ class EpisodeRunner(Protocol):
     def stop(self) -> None: ...
 
 
-EE_DELTA_DIM_NAMES = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
-JOINT_POS_DIM_NAMES = [f"joint{i}" for i in range(1, 8)] + ["gripper"]
-DIM_NAMES = {"ee_delta": EE_DELTA_DIM_NAMES, "joint_pos": JOINT_POS_DIM_NAMES}
+# What ActionChunk.dim_names carries: the one spelling arm_controller's safety filter checks against.
+DIM_NAMES = {space: list(names) for space, names in ACTION_NAMES.items()}
+EE_DELTA_DIM_NAMES = DIM_NAMES["ee_delta"]
 
 
 class SimExpertRunner:

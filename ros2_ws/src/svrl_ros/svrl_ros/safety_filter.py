@@ -22,20 +22,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from svrl_sim import robot
-from svrl_sim.constants import ACTION_DIMS
+from svrl_sim.constants import ACTION_DIMS, ACTION_NAMES
 from svrl_sim.kinematics import ArmKinematics
-
-# Same names as svrl_policy.features.ACTION_NAMES (checked by a test); spelled here so the node does not
-# import the policy package.
-ACTION_NAMES: dict[str, tuple[str, ...]] = {
-    "ee_delta": ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"),
-    "joint_pos": (*(f"joint_{i}" for i in range(7)), "gripper"),
-}
 
 # Defaults measured on the scripted experts (70 episodes, every suite): joint steps reach at most 0.54 of
 # URDF velocity x period, accelerations 19.9 rad/s^2 (joint7), target tool positions x 0.377..0.694,
 # y -0.277..0.264, z 0.014..0.281 m. The defaults leave at least a factor 2 / 3 cm of margin.
 DEFAULT_VELOCITY_SCALE = 1.0
+MEASURED_LIMIT_TOLERANCE = 0.02  # rad a measured joint may sit beyond its URDF limit (overshoot, noise)
 DEFAULT_MAX_ACCELERATION = 40.0  # rad/s^2
 DEFAULT_WORKSPACE_MIN = (0.10, -0.60, -0.02)  # m, base frame (table top at z = 0)
 DEFAULT_WORKSPACE_MAX = (0.90, 0.60, 0.70)
@@ -165,6 +159,17 @@ class SafetyFilter:
         if q.shape != (7,) or not np.isfinite(q).all() or not math.isfinite(finger):
             self.reset_motion()
             return FilterResult(None, None, reason=f"non-finite joint targets {q.tolist()} / finger {finger}")
+        beyond = (measured < lim.lower - MEASURED_LIMIT_TOLERANCE) | (
+            measured > lim.upper + MEASURED_LIMIT_TOLERANCE
+        )
+        if beyond.any():
+            # An encoder fault or a bad calibration: the position clip below would jump the joint back to
+            # its limit in one step, faster than any velocity limit. Refuse; a person must look.
+            self.reset_motion()
+            joints = [int(i) + 1 for i in np.flatnonzero(beyond)]
+            return FilterResult(
+                None, None, reason=f"measured joints {joints} are beyond their URDF limits: refusing to move"
+            )
         clips: list[str] = []
         max_step = lim.max_step
         clipped = np.clip(q, measured - max_step, measured + max_step)

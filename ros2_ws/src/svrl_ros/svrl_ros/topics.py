@@ -31,3 +31,25 @@ DIAGNOSTICS = "/diagnostics"
 SIM_RESET = "sim/reset_episode"
 SIM_STEP = "sim/step"
 SIM_STATUS = "sim/episode_status"
+
+
+def subscribe_estop(node, callback, callback_group=None) -> list:
+    """Listen to the e-stop from any publisher, and get a latched press that happened before we started.
+
+    Two subscriptions: transient-local (receives the last value a latched publisher kept, e.g. a press
+    from before this node started) and volatile (the only kind that matches a plain, volatile publisher:
+    a transient-local subscription would silently receive nothing from it). Depth 10, so a quick
+    press-release cannot collapse into the release alone. Duplicates are harmless: True latches.
+    """
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    profiles = [
+        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=durability)
+        for durability in (DurabilityPolicy.TRANSIENT_LOCAL, DurabilityPolicy.VOLATILE)
+    ]
+    from std_msgs.msg import Bool
+
+    return [
+        node.create_subscription(Bool, ESTOP, callback, qos, callback_group=callback_group)
+        for qos in profiles
+    ]
