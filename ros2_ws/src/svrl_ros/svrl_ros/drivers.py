@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 Result = ExecuteInstruction.Result
 Feedback = ExecuteInstruction.Feedback
+CHUNK_RESEND_S = 1.0  # wall time without progress after which the running chunk is published again
 
 
 class ArmRefusals:
@@ -496,11 +497,18 @@ class LearnedDriver(Driver):
                 return ("moved", executed_so_far())
             return None
 
+        idle_since = time.monotonic()
         while True:
-            outcome = store.wait_for(progress, timeout, ctx.stop_requested, ctx.poll_s)
+            outcome = store.wait_for(progress, min(timeout, CHUNK_RESEND_S), ctx.stop_requested, ctx.poll_s)
             if ctx.stop_requested():
                 ctx.steps += executed_so_far()
                 ctx.check()
+            if outcome is None and time.monotonic() - idle_since < timeout:
+                # Nothing moved for a while: the chunk may never have reached arm_controller (published
+                # before its subscription matched, or dropped). The same message again is harmless: each
+                # action runs at most once per measured state.
+                self._server.republish_chunk()
+                continue
             if outcome is None:
                 raise GoalEnded(
                     Result.REASON_ERROR,
@@ -518,3 +526,4 @@ class LearnedDriver(Driver):
                     f"arm_controller stopped executing the chunk: {self.arm_refusals.since(published_s)}",
                 )
             last_seen = store.newest_state_ns()
+            idle_since = time.monotonic()

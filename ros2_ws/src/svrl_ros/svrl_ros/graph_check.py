@@ -83,12 +83,18 @@ class GraphClient:
         self.node = rclpy.create_node("svrl_graph_check", context=self.context)
         self.action = ActionClient(self.node, ExecuteInstruction, EXECUTE_INSTRUCTION)
         self._chunks: list[np.ndarray] = []
+        self._last_key: tuple[int, int, int] | None = None
         self._lock = threading.Lock()
 
         def on_chunk(msg: ActionChunk) -> None:
-            if msg.chunk_length > 0:
-                with self._lock:
-                    self._chunks.append(chunk_actions(msg).copy())
+            if msg.chunk_length == 0:
+                return
+            key = (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.chunk_index)
+            with self._lock:
+                if key == self._last_key:  # policy_server re-sends a chunk nobody executed yet
+                    return
+                self._last_key = key
+                self._chunks.append(chunk_actions(msg).copy())
 
         self.node.create_subscription(ActionChunk, ACTION_CHUNK, on_chunk, 100)
         self.executor = SingleThreadedExecutor(context=self.context)

@@ -95,6 +95,7 @@ class PolicyServer(Node):
         self._goal_group = ReentrantCallbackGroup()
         self._io_group = ReentrantCallbackGroup()
         self._chunk_pub = self.create_publisher(ActionChunk, topics.ACTION_CHUNK, 10)
+        self._last_chunk: ActionChunk | None = None
 
         runner_name = self._param("runner")
         if runner is None and runner_name == LEARNED:
@@ -514,7 +515,13 @@ class PolicyServer(Node):
         msg.actions = float32_sequence(actions)
         msg.chunk_index = ctx.chunk_index
         msg.checkpoint_id = checkpoint_id
+        self._last_chunk = msg
         self._chunk_pub.publish(msg)
+
+    def republish_chunk(self) -> None:
+        """The running goal's last chunk again, unchanged (same stamp and index): see drivers.CHUNK_RESEND_S."""
+        if self._last_chunk is not None:
+            self._chunk_pub.publish(self._last_chunk)
 
     def _publish_stop(self) -> None:
         """chunk_length 0 = drop the rest of the current chunk and hold (docs/robot_graph.md)."""
