@@ -14,9 +14,22 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# FastDDS maps domain ids 0..101 onto ports safely; spread sessions by pid so that two test runs
-# on one machine rarely collide, and every test gets its own id within a run.
-_domain_ids = itertools.cycle(range(1 + os.getpid() % 50, 101))
+
+def _domain_id_range() -> range:
+    """Domain ids this run may use: `SVRL_TEST_DOMAINS=first-last` when several test runs share a machine.
+
+    FastDDS maps domain ids 0..101 onto ports safely. Without the variable, sessions are spread by pid so
+    that two runs rarely collide; with it, runs given disjoint ranges never do.
+    """
+    spec = os.environ.get("SVRL_TEST_DOMAINS", "")
+    if spec:
+        first, _, last = spec.partition("-")
+        return range(int(first), int(last) + 1)
+    return range(1 + os.getpid() % 50, 101)
+
+
+# every test gets its own id within a run
+_domain_ids = itertools.cycle(_domain_id_range())
 
 
 @pytest.fixture
