@@ -23,6 +23,9 @@ ACTION_CHUNK = "svrl/action_chunk"
 TELEOP_CHUNK = "svrl/teleop/action_chunk"
 EXECUTE_INSTRUCTION = "svrl/execute_instruction"
 SET_MODE = "svrl/set_mode"
+# arm_controller's control mode (policy / teleop / hold) as std_msgs/String, transient-local depth 1, published
+# on every change: policy_server aborts a goal when the mode leaves "policy"; teleop and recorders follow it.
+ARM_MODE = "svrl/arm_mode"
 ESTOP = "svrl/estop"
 RESET_ESTOP = "svrl/reset_estop"
 CONFIRM_SUCCESS = "svrl/confirm_success"
