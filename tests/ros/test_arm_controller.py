@@ -329,3 +329,23 @@ def test_timer_mode_holds_when_joint_states_stop(processes, harness: Harness, tm
     first_hold = next(i for i, t in enumerate(after) if np.array_equal(t.points[0].positions, HOME))
     assert all(np.array_equal(t.points[0].positions, HOME) for t in after[first_hold:])
     harness.wait_for(lambda: any("stale" in m for m in harness.diagnostic_messages()), "stale diagnostics")
+
+
+def test_arm_mode_is_latched_and_follows_every_switch(processes, harness: Harness, tmp_path: Path) -> None:
+    """svrl/arm_mode: a reader that joins after the start still gets the mode; each change is published once."""
+    from std_msgs.msg import String
+
+    start_controller(processes, tmp_path, "trigger:=joint_states", "start_mode:=policy")
+    harness.wait_for_controller()
+    modes: list[str] = []
+    latched = QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+    )
+    harness.node.create_subscription(String, topics.ARM_MODE, lambda m: modes.append(m.data), latched)
+    harness.wait_for(lambda: modes == ["policy"], "the latched start mode")
+    assert harness.set_mode("teleop").success
+    assert harness.set_mode("teleop").success  # a re-sync, not a change: nothing new on the topic
+    assert not harness.set_mode("dance").success
+    assert harness.set_mode("hold").success
+    harness.wait_for(lambda: modes[-1:] == ["hold"], "the hold mode")
+    assert modes == ["policy", "teleop", "hold"]

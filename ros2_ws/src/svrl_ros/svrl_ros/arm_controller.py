@@ -3,7 +3,8 @@
 Takes action chunks from the policy (`svrl/action_chunk`) or teleop (`svrl/teleop/action_chunk`), whichever
 owns the arm (`svrl/set_mode`), turns each action into joint targets from the measured joints with
 `svrl_sim.kinematics`, passes them through the safety filter and publishes the gripper command, then the
-trajectory. ROS plumbing only: every decision is `chunk_executor.ControlCore` and `safety_filter`.
+trajectory. Who owns the arm is published on `svrl/arm_mode` (latched) at start and on every change.
+ROS plumbing only: every decision is `chunk_executor.ControlCore` and `safety_filter`.
 
     python -m svrl_ros.arm_controller --ros-args -p trigger:=joint_states -p start_mode:=policy
 """
@@ -20,8 +21,9 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float64MultiArray
+from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 from svrl_interfaces.msg import ActionChunk
 from svrl_interfaces.srv import SetMode
@@ -88,6 +90,13 @@ class ArmController(Node):
         self._gripper_pub = self.create_publisher(Float64MultiArray, topics.GRIPPER_COMMANDS, 10)
         self._arm_pub = self.create_publisher(JointTrajectory, topics.ARM_TRAJECTORY, 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        # Latched (transient-local, depth 1): a reader that starts later (policy_server, teleop, a recorder)
+        # still learns who owns the arm now, without waiting for the next switch.
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
+        self._mode_pub = self.create_publisher(String, topics.ARM_MODE, latched)
+        self._published_mode: str | None = None
         self.create_subscription(JointState, topics.JOINT_STATES, self._on_joint_states, 10)
         self.create_subscription(ActionChunk, topics.ACTION_CHUNK, self._chunk_callback(MODE_POLICY), 10)
         self.create_subscription(ActionChunk, topics.TELEOP_CHUNK, self._chunk_callback(MODE_TELEOP), 10)
@@ -103,6 +112,7 @@ class ArmController(Node):
             self.get_parameter("diagnostics_period_s").value, self._publish_diagnostics, clock=steady
         )
         self._published_status: tuple[int, str] | None = None
+        self._publish_mode()
         self.get_logger().info(
             f"arm_controller ready: trigger {trigger}, {1 / self._period_s:g} Hz, mode {start_mode}, "
             f"velocity_scale {limits.velocity_scale}, max_acceleration {limits.max_acceleration} rad/s^2, "
@@ -262,12 +272,14 @@ class ArmController(Node):
         response.success, response.message = self._core.set_mode(request.mode.strip())
         response.current_mode = self._core.mode
         self._log_answer(response.success, f"set_mode {request.mode!r}: {response.message}")
+        self._publish_mode()
         self._maybe_publish_diagnostics()
         return response
 
     def _on_reset_estop(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         response.success, response.message = self._core.reset_estop()
         self._log_answer(response.success, f"reset_estop: {response.message}")
+        self._publish_mode()
         self._maybe_publish_diagnostics()
         return response
 
@@ -303,6 +315,12 @@ class ArmController(Node):
         point.time_from_start = seconds_to_duration(self._period_s)
         trajectory.points = [point]
         self._arm_pub.publish(trajectory)
+
+    def _publish_mode(self) -> None:
+        """svrl/arm_mode on start and on every change (a switch to the same mode re-syncs but is no change)."""
+        if self._core.mode != self._published_mode:
+            self._mode_pub.publish(String(data=self._core.mode))
+            self._published_mode = self._core.mode
 
     def _maybe_publish_diagnostics(self) -> None:
         if (self._core.level, self._core.message) != self._published_status:
