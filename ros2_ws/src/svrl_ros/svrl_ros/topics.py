@@ -21,7 +21,15 @@ GRIPPER_COMMANDS = "gripper_controller/commands"
 
 ACTION_CHUNK = "svrl/action_chunk"
 TELEOP_CHUNK = "svrl/teleop/action_chunk"
+# RViz's interactive-marker protocol (teleop_marker): `<ns>/update`, `<ns>/feedback`, `<ns>/get_interactive_markers`.
+TELEOP_MARKERS = "svrl/teleop"
+TELEOP_UPDATE = TELEOP_MARKERS + "/update"
+TELEOP_FEEDBACK = TELEOP_MARKERS + "/feedback"
+TELEOP_GET_MARKERS = TELEOP_MARKERS + "/get_interactive_markers"
 EXECUTE_INSTRUCTION = "svrl/execute_instruction"
+# The action's goal statuses (action_msgs/GoalStatusArray, latched), as every ROS 2 action server publishes them.
+EXECUTE_INSTRUCTION_STATUS = EXECUTE_INSTRUCTION + "/_action/status"
+EXECUTE_INSTRUCTION_RESULT = EXECUTE_INSTRUCTION + "/_action/get_result"
 SET_MODE = "svrl/set_mode"
 # arm_controller's control mode (policy / teleop / hold) as std_msgs/String, transient-local depth 1, published
 # on every change: policy_server aborts a goal when the mode leaves "policy"; teleop and recorders follow it.
