@@ -31,6 +31,13 @@ def _add_training_args(p: argparse.ArgumentParser, *, steps: int, batch_size: in
     p.add_argument("--warmup-steps", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--label-sigma",
+        type=float,
+        default=None,
+        help="soft ordinal action targets: a Gaussian of this width in bins around each expert token "
+        "(default 0: hard labels, as the paper)",
+    )
+    p.add_argument(
         "--no-augment", dest="augment", action="store_false", help="disable random-shift augmentation"
     )
     p.add_argument(

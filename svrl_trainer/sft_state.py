@@ -164,11 +164,18 @@ def prepare_output(cfg: SFTConfig) -> ResumePoint | dict[str, Any] | None:
 
 def check_same_parameters(recorded: dict[str, Any], current: dict[str, Any], out: Path) -> None:
     """Refuse to resume with different parameters: the result would match neither run."""
+    # A parameter added to svrl after the run started is absent from its record; the run used that
+    # parameter's default, so resuming with the default is the same run.
+    from svrl_trainer.sft import SFTConfig
+
+    defaults = {
+        f.name: f.default for f in dataclasses.fields(SFTConfig) if f.default is not dataclasses.MISSING
+    }
     keys = sorted(set(recorded) | set(current))
     diff = [
         f"{k}: run {recorded.get(k)!r}, now {current.get(k)!r}"
         for k in keys
-        if recorded.get(k) != current.get(k)
+        if recorded.get(k, defaults.get(k)) != current.get(k)
     ]
     if diff:
         raise ResumeMismatchError(

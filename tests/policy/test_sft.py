@@ -11,7 +11,14 @@ import torch
 
 from svrl_policy.policy import Policy
 from svrl_trainer.cli import main as svrl_main
-from svrl_trainer.sft import SFTConfig, chunk_targets, lr_at, train_sft
+from svrl_trainer.sft import (
+    SFTConfig,
+    chunk_targets,
+    lr_at,
+    ordinal_label_kernel,
+    soft_cross_entropy,
+    train_sft,
+)
 
 
 def test_chunk_targets_pad_with_a_hold_action() -> None:
@@ -32,6 +39,22 @@ def test_lr_schedule_warms_up_then_decays() -> None:
     assert lr_at(99, cfg) == pytest.approx(0.1, abs=1e-3) and lr_at(50, cfg) < lr_at(20, cfg)
 
 
+def test_soft_ordinal_targets_favour_near_misses_over_far_ones() -> None:
+    kernel = ordinal_label_kernel(16, sigma=2.0)
+    torch.testing.assert_close(kernel.sum(dim=1), torch.ones(16))
+    assert int(kernel[7].argmax()) == 7 and kernel[7, 6] == kernel[7, 8] > kernel[7, 3] > 0
+    assert kernel[0, 0] > kernel[7, 7]  # truncated at the range's ends, then renormalised
+    label = torch.tensor([7])
+    near, far = torch.full((1, 16), -5.0), torch.full((1, 16), -5.0)
+    near[0, 8] = far[0, 15] = 5.0  # one bin off vs eight bins off: hard CE cannot tell them apart
+    hard = [torch.nn.functional.cross_entropy(x, label) for x in (near, far)]
+    torch.testing.assert_close(hard[0], hard[1])
+    soft = [soft_cross_entropy(x, kernel[label]) for x in (near, far)]
+    assert soft[0] < soft[1]
+    with pytest.raises(ValueError, match="label_sigma"):
+        SFTConfig(data=["x"], out="y", label_sigma=-1.0)
+
+
 def test_sft_lowers_the_loss_and_init_keeps_the_codec(reach_dataset: Path, tmp_path: Path) -> None:
     base = train_sft(
         SFTConfig(
@@ -48,6 +71,12 @@ def test_sft_lowers_the_loss_and_init_keeps_the_codec(reach_dataset: Path, tmp_p
     )
     losses = [h["loss"] for h in base.history]
     assert losses[-1] < 0.5 * losses[0], losses
+    soft = train_sft(
+        SFTConfig(data=[reach_dataset], out=tmp_path / "soft", preset="debug", steps=80, batch_size=32,
+                  lr=2e-3, warmup_steps=5, log_every=20, progress=False, label_sigma=2.0)
+    )  # fmt: skip
+    soft_losses = [h["loss"] for h in soft.history]  # logged as hard CE whatever the objective
+    assert soft_losses[-1] < 0.5 * soft_losses[0], soft_losses
     manifest = json.loads((base.checkpoint / "manifest.json").read_text())
     assert manifest["metadata"]["stage"] == "sft" and manifest["metadata"]["steps"] == 80
 

@@ -141,3 +141,22 @@ def test_sigkilled_cli_run_resumes_to_the_uninterrupted_weights(reach_dataset: P
     assert svrl_main([*args, "--out", str(cut), "--resume"]) == 0
     _assert_same_weights(whole, cut)
     assert read_state(cut)["finished"] is True
+
+
+def test_a_run_recorded_before_a_parameter_existed_resumes_with_its_default(
+    reach_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Weeks-long pretraining outlives releases: a new SFTConfig field must not orphan a run it never used."""
+    out = tmp_path / "cut"
+    _crash_at(monkeypatch, 6)
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(_config(reach_dataset, out))
+    monkeypatch.undo()
+    state_path = out / "trainer_state.json"
+    state = json.loads(state_path.read_text())
+    del state["config"]["label_sigma"]  # as written by svrl before soft labels existed
+    state_path.write_text(json.dumps(state))
+    with pytest.raises(ResumeMismatchError, match="label_sigma"):  # a non-default value is another run
+        train_sft(_config(reach_dataset, out, resume=True, label_sigma=2.0))
+    resumed = train_sft(_config(reach_dataset, out, resume=True))
+    assert read_state(resumed.checkpoint)["step"] == 12
