@@ -30,6 +30,7 @@ from svrl_interfaces.srv import SetMode
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from svrl_ros import topics
+from svrl_ros.chunk_blending import ACT_DECAY, BLEND_NONE, BLENDINGS, BlendConfig
 from svrl_ros.chunk_executor import MODE_HOLD, MODE_POLICY, MODE_TELEOP, MODES, Command, ControlCore
 from svrl_ros.conversions import (
     MessageError,
@@ -84,6 +85,9 @@ class ArmController(Node):
             lockstep=self._lockstep,
             command_timeout_s=self.get_parameter("command_timeout_s").value,
             start_mode=start_mode,
+            blending=BlendConfig(
+                self.get_parameter("blending").value, self.get_parameter("ensemble_decay").value
+            ),
         )
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -115,6 +119,7 @@ class ArmController(Node):
         self._publish_mode()
         self.get_logger().info(
             f"arm_controller ready: trigger {trigger}, {1 / self._period_s:g} Hz, mode {start_mode}, "
+            f"blending {self._core.schedule.blending.mode}, "
             f"velocity_scale {limits.velocity_scale}, max_acceleration {limits.max_acceleration} rad/s^2, "
             f"workspace {list(limits.workspace_min)} .. {list(limits.workspace_max)} m"
         )
@@ -140,6 +145,22 @@ class ArmController(Node):
             "control_rate_hz", 10.0, "control rate; must match the policy's chunks", _range(1.0, 1000.0), True
         )
         declare("start_mode", MODE_HOLD, f"who owns the arm at start: one of {list(MODES)}", read_only=True)
+        declare(
+            "blending",
+            BLEND_NONE,
+            f"overlapping chunks (asynchronous inference): one of {list(BLENDINGS)}; none = the newest chunk "
+            "decides, ensemble = ACT's exponential weights, crossfade = linear over the overlap. The gripper "
+            "is never averaged: the newest chunk decides it (chunk_blending)",
+            read_only=True,
+        )
+        declare(
+            "ensemble_decay",
+            ACT_DECAY,
+            "blending ensemble: the k-th oldest chunk covering a period weighs exp(-decay * k); 0 = mean, < 0 "
+            "favours the newest",
+            _range(-10.0, 10.0),
+            True,
+        )
         declare(
             "command_timeout_s",
             0.5,

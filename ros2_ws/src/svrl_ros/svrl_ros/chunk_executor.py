@@ -7,6 +7,9 @@ and calls it, so every rule below is unit-tested without DDS:
 - action i of a chunk is meant for the state at `stamp + i * period`; a cycle for the state at t takes
   `i = round((t - stamp) / period)`, and each index runs at most once;
 - a chunk with no actions is a stop: drop the chunk and hold;
+- chunks that overlap (asynchronous inference sends the next one before the current one ends) are
+  blended per period by `chunk_blending` (none / ensemble / crossfade; the gripper is never averaged);
+  a chunk older than the newest one held is ignored (delivered out of order);
 - lock-step (`lockstep=True`): no action for t means nothing is commanded (the sim waits); holds send
   nothing either;
 - timer: no action for t holds the measured position once the last command is older than
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from svrl_ros.chunk_blending import BlendConfig, Covering, blend
 from svrl_ros.safety_filter import SafetyFilter, SafetyViolation
 from svrl_sim.kinematics import ArmKinematics, finger_position
 
@@ -58,37 +62,99 @@ class Chunk:
     actions: np.ndarray  # float64[K, D]
     action_space: str
     executed: set[int] = field(default_factory=set)
+    fade_start_ns: int | None = None  # the first period it was executed for (crossfade)
+
+    def index_for(self, t_ns: int, period_ns: int) -> int:
+        return round((int(t_ns) - self.stamp_ns) / period_ns)
+
+    def end_ns(self, period_ns: int) -> int:
+        """The period just after its last action."""
+        return self.stamp_ns + len(self.actions) * period_ns
 
 
 class ChunkSchedule:
-    """Which action of the current chunk applies to the state at time t; each index once."""
+    """Which action applies to the state at time t, from the chunks that cover it; each index once.
 
-    def __init__(self, period_ns: int) -> None:
+    Chunks are kept oldest first (by stamp) while they still cover a period to come, so that with
+    asynchronous inference a chunk arriving before the current one ends can be blended with it
+    (chunk_blending). With one chunk at a time (lock-step, synchronous inference) this is the plain
+    rule: action `round((t - stamp) / period)` of the chunk, each index at most once.
+    """
+
+    MAX_CHUNKS = 16  # a bound on memory if chunks arrive far faster than they run out
+
+    def __init__(self, period_ns: int, blending: BlendConfig | None = None) -> None:
         if period_ns <= 0:
             raise ValueError(f"period_ns must be > 0, got {period_ns}")
         self.period_ns = int(period_ns)
-        self.current: Chunk | None = None
+        self.blending = blending if blending is not None else BlendConfig()
+        self.chunks: list[Chunk] = []
+
+    @property
+    def current(self) -> Chunk | None:
+        """The newest chunk (what a stop or a refusal drops, what the status names), or None."""
+        return self.chunks[-1] if self.chunks else None
+
+    def add(self, chunk: Chunk) -> bool:
+        """Schedule a new chunk; False (nothing changes) for one older than the newest held (reordered).
+
+        The same stamp again replaces that chunk (a re-sent chunk keeps what already ran of it); a chunk of
+        another action space or width cannot be blended with the held ones and replaces them all.
+        """
+        newest = self.current
+        if newest is not None and chunk.stamp_ns < newest.stamp_ns:
+            return False
+        if newest is not None and (
+            chunk.action_space != newest.action_space or chunk.actions.shape[1:] != newest.actions.shape[1:]
+        ):
+            self.chunks = []
+        same = [c for c in self.chunks if c.stamp_ns == chunk.stamp_ns]
+        if same and same[0].actions.shape == chunk.actions.shape:
+            chunk.executed |= same[0].executed
+            chunk.fade_start_ns = same[0].fade_start_ns
+        self.chunks = [c for c in self.chunks if c.stamp_ns != chunk.stamp_ns] + [chunk]
+        del self.chunks[: -self.MAX_CHUNKS]
+        return True
 
     def replace(self, chunk: Chunk) -> None:
-        self.current = chunk
+        """Kept for callers of the single-chunk schedule: the same as `add`."""
+        self.add(chunk)
 
     def drop(self) -> None:
-        self.current = None
+        self.chunks = []
 
     def index_for(self, t_ns: int) -> int | None:
-        if self.current is None:
-            return None
-        return round((int(t_ns) - self.current.stamp_ns) / self.period_ns)
+        """Index of the newest chunk's action meant for t (may be out of its range), or None."""
+        chunk = self.current
+        return None if chunk is None else chunk.index_for(t_ns, self.period_ns)
 
     def take(self, t_ns: int) -> tuple[int, np.ndarray] | None:
-        """The action for the state at t_ns, marked executed; None when there is none (no chunk, not yet
-        valid, used up, or already executed)."""
-        i = self.index_for(t_ns)
-        chunk = self.current
-        if chunk is None or i is None or not 0 <= i < len(chunk.actions) or i in chunk.executed:
+        """(index in the newest covering chunk, the action for the state at t_ns), marked executed in
+        every covering chunk; None when no chunk has an action for t (none yet valid, all used up, or
+        already executed)."""
+        period = self.period_ns
+        # Chunks whose last action lies before t will never run again.
+        self.chunks = [c for c in self.chunks if c.index_for(t_ns, period) < len(c.actions)]
+        covering = [
+            c
+            for c in self.chunks
+            if 0 <= (i := c.index_for(t_ns, period)) < len(c.actions) and i not in c.executed
+        ]
+        if not covering:
             return None
-        chunk.executed.add(i)
-        return i, chunk.actions[i]
+        coverings = []
+        previous_end: int | None = None
+        for chunk in covering:
+            if chunk.fade_start_ns is None:
+                chunk.fade_start_ns = int(t_ns)
+            coverings.append(
+                Covering(chunk.actions[chunk.index_for(t_ns, period)], chunk.fade_start_ns, previous_end)
+            )
+            previous_end = chunk.end_ns(period)
+        action = blend(coverings, int(t_ns), period, self.blending)
+        for chunk in covering:
+            chunk.executed.add(chunk.index_for(t_ns, period))
+        return covering[-1].index_for(t_ns, period), action
 
 
 @dataclass(frozen=True)
@@ -120,12 +186,13 @@ class ControlCore:
         command_timeout_s: float,
         start_mode: str = MODE_HOLD,
         kinematics: ArmKinematics | None = None,
+        blending: BlendConfig | None = None,
     ) -> None:
         if start_mode not in MODES:
             raise ValueError(f"start_mode {start_mode!r} is not one of {MODES}")
         self.safety = safety
         self.period_s = safety.limits.period_s
-        self.schedule = ChunkSchedule(round(self.period_s * 1e9))
+        self.schedule = ChunkSchedule(round(self.period_s * 1e9), blending)
         self.lockstep = lockstep
         self.command_timeout_s = float(command_timeout_s)
         self.kinematics = kinematics if kinematics is not None else ArmKinematics()
@@ -148,6 +215,7 @@ class ControlCore:
                 "chunks_accepted",
                 "chunks_refused",
                 "chunks_ignored",
+                "chunks_stale",
                 "stop_chunks",
                 "steps_refused",
                 "clips_velocity",
@@ -205,7 +273,10 @@ class ControlCore:
         if reason is not None:
             self.refuse_chunk(source, reason)
             return True
-        self.schedule.replace(Chunk(source, int(stamp_ns), np.asarray(actions, np.float64), action_space))
+        if not self.schedule.add(Chunk(source, int(stamp_ns), np.asarray(actions, np.float64), action_space)):
+            self.counters["chunks_stale"] += 1  # older than the newest chunk held: delivered out of order
+            self._status(WARN, f"ignored a {source} chunk older than the newest one")
+            return False
         self._hold = None
         self.counters["chunks_accepted"] += 1
         return True
