@@ -2,14 +2,21 @@
 
     root/
       meta/info.json                                  codebase_version "v3.0", fps, features, path templates
-      meta/stats.json                                 min/max/mean/std/count (+ q01/q99) per feature
+      meta/stats.json                                 min/max/mean/std/count/q01..q99 of every feature
       meta/tasks.parquet                              task_index, task (the pandas index, as LeRobot reads it)
-      meta/episodes/chunk-000/file-000.parquet        one row per episode: length, data file, frame range
+      meta/episodes/chunk-000/file-000.parquet        one row per episode: length, data file, frame range,
+                                                      stats/<feature>/<stat> of the episode
+      meta/svrl.json                                  svrl-only fields: per-episode task name, success, ...
       data/chunk-{chunk:03d}/file-{file:03d}.parquet  one row per frame; images as {bytes: PNG, path}
 
 Images use LeRobot's `image` dtype (PNG bytes in a struct column), so no video codec is needed and the files
-load with `lerobot.datasets.LeRobotDataset` as well as with `LeRobotDataset` below. svrl-specific episode
-fields (`svrl/task_name`, `svrl/success`) are extra columns that LeRobot ignores.
+load with `lerobot.datasets.LeRobotDataset` as well as with `LeRobotDataset` below.
+
+LeRobot must be able to *extend* the dataset too (append episodes, delete, merge), so the episodes table
+holds exactly the columns LeRobot 0.4.x writes (an extra column breaks reopening once LeRobot has added a
+file without it), with per-episode stats of every feature, images included (`svrl_policy.dataset_stats`:
+LeRobot rebuilds `stats.json` from those rows). svrl-only episode fields live in `meta/svrl.json`; datasets
+written before that kept them as `svrl/*` columns, which the reader still takes.
 
 The writer stages the whole dataset in a hidden sibling directory and renames it into place when the
 `with` block exits cleanly, so readers never see a half-written dataset. This module needs only numpy,
@@ -25,7 +32,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from svrl_policy.dataset_stats import ChannelHistogram, image_sample_indices, numeric_stats
 from svrl_policy.features import (
     ACTION_DIMS,
     ACTION_NAMES,
@@ -56,7 +64,8 @@ STATS_PATH = "meta/stats.json"
 TASKS_PATH = "meta/tasks.parquet"
 CHUNKS_SIZE = 1000  # files per chunk directory (LeRobot default)
 DATA_FILE_SIZE_MB = 100  # a data file is closed once it holds this much (LeRobot default)
-IMAGE_STATS_EVERY = 5  # image statistics are estimated from every 5th frame (they are only informative)
+SVRL_META_PATH = "meta/svrl.json"
+EXTRA_DTYPES = {"int64": (np.int64, pa.int64()), "float32": (np.float32, pa.float32())}
 
 _IMAGE_STRUCT = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
 _INDEX_COLUMNS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
@@ -77,21 +86,6 @@ def encode_png(image: np.ndarray) -> bytes:
 def decode_png(data: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as img:
         return np.asarray(img.convert("RGB"))
-
-
-def _numeric_stats(x: np.ndarray) -> dict[str, Any]:
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
-    return {
-        "min": x.min(0).tolist(),
-        "max": x.max(0).tolist(),
-        "mean": x.mean(0).tolist(),
-        "std": x.std(0).tolist(),
-        "count": [int(x.shape[0])],
-        "q01": np.quantile(x, 0.01, axis=0).tolist(),
-        "q99": np.quantile(x, 0.99, axis=0).tolist(),
-    }
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -125,44 +119,16 @@ def _hf_features_metadata(features: Mapping[str, Mapping[str, Any]]) -> bytes:
     return json.dumps({"info": {"features": out}}).encode()
 
 
-class _RunningChannelStats:
-    """Per-channel min/max/mean/std of uint8 RGB frames in [0, 1], without keeping the pixels."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.sum = np.zeros(3)
-        self.sq = np.zeros(3)
-        self.min = np.full(3, np.inf)
-        self.max = np.full(3, -np.inf)
-
-    def update(self, frames: np.ndarray) -> None:
-        px = frames.reshape(-1, 3).astype(np.float64) / 255.0
-        self.n += px.shape[0]
-        self.sum += px.sum(0)
-        self.sq += (px * px).sum(0)
-        self.min = np.minimum(self.min, px.min(0))
-        self.max = np.maximum(self.max, px.max(0))
-
-    def to_dict(self, count: int) -> dict[str, Any]:
-        mean = self.sum / self.n
-        std = np.sqrt(np.maximum(self.sq / self.n - mean * mean, 0.0))
-        # LeRobot stores image stats with shape (3, 1, 1) so they broadcast over (C, H, W).
-        as_chw = lambda v: [[[float(x)]] for x in v]  # noqa: E731
-        return {
-            "min": as_chw(self.min),
-            "max": as_chw(self.max),
-            "mean": as_chw(mean),
-            "std": as_chw(std),
-            "count": [count],
-        }
-
-
 # ---------------------------------------------------------------------------------------------- writer
 class DatasetWriter:
     """Write episodes of (images, proprio, actions, instruction) as a LeRobotDataset v3 directory.
 
     Use as a context manager: a clean exit finalises (meta files, then an atomic rename into `root`); an
     exception discards everything written so far.
+
+    `extra_features` adds per-frame scalar columns (name -> "int64" or "float32"), e.g. who was in control
+    of a recorded frame; they are ordinary LeRobot features (declared in info.json, with stats), which
+    LeRobot's policies ignore because their names start with neither `observation.` nor `action`.
     """
 
     def __init__(
@@ -178,8 +144,18 @@ class DatasetWriter:
         robot_type: str = "svrl_sim",
         overwrite: bool = False,
         data_file_size_mb: float = DATA_FILE_SIZE_MB,
+        extra_features: Mapping[str, str] | None = None,
     ) -> None:
         self.root = Path(root).absolute()
+        self.extra_features = dict(extra_features or {})
+        reserved = {LEROBOT_ACTION, LEROBOT_STATE, *_INDEX_COLUMNS}
+        for name, dtype in self.extra_features.items():
+            if dtype not in EXTRA_DTYPES:
+                raise DatasetError(
+                    f"extra feature {name!r}: dtype {dtype!r} is not one of {list(EXTRA_DTYPES)}"
+                )
+            if name in reserved or name.startswith(LEROBOT_IMAGE_PREFIX) or "/" in name:
+                raise DatasetError(f"extra feature name {name!r} is reserved or contains '/'")
         if action_space not in ACTION_DIMS:
             raise DatasetError(f"action_space {action_space!r} is not one of {tuple(ACTION_DIMS)}")
         if action_dim != ACTION_DIMS[action_space]:
@@ -220,9 +196,12 @@ class DatasetWriter:
         self._file_bytes = 0
         self._tasks: dict[str, int] = {}
         self._episodes: list[dict[str, Any]] = []
-        self._all_actions: list[np.ndarray] = []
-        self._all_proprio: list[np.ndarray] = []
-        self._image_stats = {c: _RunningChannelStats() for c in self.camera_names}
+        self._columns: dict[
+            str, list[np.ndarray]
+        ] = {}  # numeric feature -> per-episode values (global stats)
+        self._image_hist = {c: ChannelHistogram() for c in self.camera_names}
+        self._svrl_episodes: list[dict[str, Any]] = []
+        self.svrl_metadata: dict[str, Any] = {}  # written to meta/svrl.json (e.g. how a recording was made)
         self._total_frames = 0
         self._closed = False
 
@@ -248,6 +227,8 @@ class DatasetWriter:
             "shape": [self.action_dim],
             "names": list(ACTION_NAMES[self.action_space]),
         }
+        for name, dtype in self.extra_features.items():
+            feats[name] = {"dtype": dtype, "shape": [1], "names": None}
         feats["timestamp"] = {"dtype": "float32", "shape": [1], "names": None}
         for key in ("frame_index", "episode_index", "index", "task_index"):
             feats[key] = {"dtype": "int64", "shape": [1], "names": None}
@@ -258,6 +239,7 @@ class DatasetWriter:
         if self.proprio_dim:
             fields.append(pa.field(LEROBOT_STATE, pa.list_(pa.float32(), self.proprio_dim)))
         fields.append(pa.field(LEROBOT_ACTION, pa.list_(pa.float32(), self.action_dim)))
+        fields += [pa.field(k, EXTRA_DTYPES[d][1]) for k, d in self.extra_features.items()]
         fields.append(pa.field("timestamp", pa.float32()))
         fields += [pa.field(k, pa.int64()) for k in ("frame_index", "episode_index", "index", "task_index")]
         return pa.schema(fields, metadata={"huggingface": _hf_features_metadata(self.features)})
@@ -272,8 +254,14 @@ class DatasetWriter:
         instruction: str,
         task_name: str | None = None,
         success: bool = True,
+        extra: Mapping[str, np.ndarray] | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> int:
-        """Append one episode (T frames); returns its episode index."""
+        """Append one episode (T frames); returns its episode index.
+
+        `extra` holds a [T] column per extra feature; `metadata` (JSON-able) is kept with the episode's
+        svrl fields in meta/svrl.json.
+        """
         if self._closed:
             raise DatasetError("this DatasetWriter is already finalised")
         actions = np.asarray(actions, dtype=np.float32)
@@ -302,11 +290,30 @@ class DatasetWriter:
                 )
         if not isinstance(instruction, str) or not instruction.strip():
             raise DatasetError("instruction must be a non-empty string")
+        extra = dict(extra or {})
+        if set(extra) != set(self.extra_features):
+            raise DatasetError(
+                f"extra has columns {sorted(extra)}, this dataset records {sorted(self.extra_features)}"
+            )
+        for name, values in extra.items():
+            kind = EXTRA_DTYPES[self.extra_features[name]][0]
+            column = np.asarray(values)
+            if column.shape != (T,) or not np.isfinite(column.astype(np.float64)).all():
+                raise DatasetError(f"extra[{name!r}] must be {T} finite values, got shape {column.shape}")
+            if kind is np.int64 and not np.array_equal(column, np.round(column)):
+                raise DatasetError(f"extra[{name!r}] is an int64 feature but holds fractions")
+            extra[name] = column.astype(kind)
+        metadata = dict(metadata or {})
+        try:
+            json.dumps(metadata)
+        except (TypeError, ValueError) as exc:
+            raise DatasetError(f"episode metadata must be JSON-serialisable ({exc})") from exc
 
         ep = len(self._episodes)
         task_index = self._tasks.setdefault(instruction, len(self._tasks))
         start = self._total_frames
         cols: dict[str, Any] = {}
+        ep_stats: dict[str, dict[str, Any]] = {}
         for cam in self.camera_names:
             frames = np.asarray(images[cam])
             cols[lerobot_image_key(cam)] = pa.array(
@@ -316,19 +323,27 @@ class DatasetWriter:
                 ],
                 type=_IMAGE_STRUCT,
             )
-            self._image_stats[cam].update(frames[::IMAGE_STATS_EVERY])
+            hist = ChannelHistogram()
+            hist.update(frames[image_sample_indices(T)])
+            ep_stats[lerobot_image_key(cam)] = hist.stats()
+            self._image_hist[cam].merge(hist)
+        numeric: dict[str, np.ndarray] = {}
         if self.proprio_dim:
-            cols[LEROBOT_STATE] = pa.FixedSizeListArray.from_arrays(
-                pa.array(proprio.reshape(-1)), self.proprio_dim
-            )
-        cols[LEROBOT_ACTION] = pa.FixedSizeListArray.from_arrays(
-            pa.array(actions.reshape(-1)), self.action_dim
-        )
-        cols["timestamp"] = pa.array(np.arange(T, dtype=np.float32) / self.fps)
-        cols["frame_index"] = pa.array(np.arange(T, dtype=np.int64))
-        cols["episode_index"] = pa.array(np.full(T, ep, dtype=np.int64))
-        cols["index"] = pa.array(np.arange(start, start + T, dtype=np.int64))
-        cols["task_index"] = pa.array(np.full(T, task_index, dtype=np.int64))
+            numeric[LEROBOT_STATE] = proprio
+        numeric[LEROBOT_ACTION] = actions
+        numeric.update(extra)
+        numeric["timestamp"] = np.arange(T, dtype=np.float32) / np.float32(self.fps)
+        numeric["frame_index"] = np.arange(T, dtype=np.int64)
+        numeric["episode_index"] = np.full(T, ep, dtype=np.int64)
+        numeric["index"] = np.arange(start, start + T, dtype=np.int64)
+        numeric["task_index"] = np.full(T, task_index, dtype=np.int64)
+        for key, values in numeric.items():
+            if values.ndim == 2:
+                cols[key] = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
+            else:
+                cols[key] = pa.array(values)
+            ep_stats[key] = numeric_stats(values)
+            self._columns.setdefault(key, []).append(values)
         table = pa.Table.from_pydict(cols, schema=self._schema)
 
         if self._writer is not None and self._file_bytes >= self.max_file_bytes:
@@ -352,15 +367,17 @@ class DatasetWriter:
                 "data/file_index": self._file[1],
                 "dataset_from_index": start,
                 "dataset_to_index": start + T,
-                "svrl/task_name": task_name or instruction,
-                "svrl/success": bool(success),
-                "_actions": actions,
-                "_proprio": proprio,
+                "_stats": ep_stats,
             }
         )
-        self._all_actions.append(actions)
-        if self.proprio_dim:
-            self._all_proprio.append(proprio)
+        self._svrl_episodes.append(
+            {
+                "episode_index": ep,
+                "task_name": task_name or instruction,
+                "success": bool(success),
+                **({"metadata": metadata} if metadata else {}),
+            }
+        )
         self._total_frames += T
         return ep
 
@@ -384,6 +401,7 @@ class DatasetWriter:
             stage / EPISODES_PATH.format(chunk_index=0, file_index=0), self._episodes_table()
         )
         _write_json_atomic(stage / STATS_PATH, self._stats())
+        _write_json_atomic(stage / SVRL_META_PATH, {**self.svrl_metadata, "episodes": self._svrl_episodes})
         _write_json_atomic(stage / INFO_PATH, self._info())
         if self.root.exists():
             old = self.root.parent / f".{self.root.name}.old-{uuid.uuid4().hex[:8]}"
@@ -442,35 +460,31 @@ class DatasetWriter:
         return table.replace_schema_metadata({"pandas": json.dumps(pandas_meta)})
 
     def _episodes_table(self) -> pa.Table:
+        """One row per episode, exactly the columns (names, order, types) LeRobot 0.4.x writes.
+
+        LeRobot concatenates every episodes file when it opens a dataset, so a file it appends must have
+        the same schema as ours: stats of every feature, in the order of info.json's features, and no
+        other column (svrl's own fields are in meta/svrl.json).
+        """
         rows = []
         for ep in self._episodes:
             row = {k: v for k, v in ep.items() if not k.startswith("_")}
+            for key in self.features:
+                for stat, value in ep["_stats"][key].items():
+                    row[f"stats/{key}/{stat}"] = value
             row["meta/episodes/chunk_index"] = 0
             row["meta/episodes/file_index"] = 0
-            for key, values in ((LEROBOT_ACTION, ep["_actions"]), (LEROBOT_STATE, ep["_proprio"])):
-                if values is None:
-                    continue
-                for stat, val in _numeric_stats(values).items():
-                    row[f"stats/{key}/{stat}"] = val
             rows.append(row)
         return pa.Table.from_pylist(rows)
 
     def _stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = {LEROBOT_ACTION: _numeric_stats(np.concatenate(self._all_actions))}
-        if self.proprio_dim:
-            stats[LEROBOT_STATE] = _numeric_stats(np.concatenate(self._all_proprio))
-        for cam, acc in self._image_stats.items():
-            stats[lerobot_image_key(cam)] = acc.to_dict(count=self._total_frames)
-        lengths = np.array([ep["length"] for ep in self._episodes])
-        frame_index = np.concatenate([np.arange(n) for n in lengths])
-        stats["frame_index"] = _numeric_stats(frame_index)
-        stats["timestamp"] = _numeric_stats(frame_index / self.fps)
-        stats["episode_index"] = _numeric_stats(np.repeat(np.arange(len(lengths)), lengths))
-        stats["index"] = _numeric_stats(np.arange(self._total_frames))
-        task_idx = np.concatenate(
-            [np.full(ep["length"], self._tasks[ep["tasks"][0]]) for ep in self._episodes]
-        )
-        stats["task_index"] = _numeric_stats(task_idx)
+        """Dataset stats, exact over all frames (images: over every episode's sampled frames)."""
+        stats: dict[str, Any] = {}
+        for key in self.features:
+            if key.startswith(LEROBOT_IMAGE_PREFIX):
+                stats[key] = self._image_hist[key[len(LEROBOT_IMAGE_PREFIX) :]].stats()
+            else:
+                stats[key] = numeric_stats(np.concatenate(self._columns[key]))
         return stats
 
     def _info(self) -> dict[str, Any]:
@@ -502,6 +516,7 @@ class EpisodeInfo:
     instruction: str
     task_name: str
     success: bool
+    metadata: Mapping[str, Any] = field(default_factory=dict)  # svrl.json's free-form episode fields
 
     @property
     def length(self) -> int:
@@ -541,6 +556,9 @@ class LeRobotDataset:
             self.features
         )
         self.stats = self._read_json(STATS_PATH) if (self.root / STATS_PATH).exists() else {}
+        self.svrl_meta: dict[str, Any] = (
+            self._read_json(SVRL_META_PATH) if (self.root / SVRL_META_PATH).exists() else {}
+        )
         self.tasks = self._read_tasks()
         self._load_data()
         self.episodes = self._read_episodes()
@@ -621,6 +639,14 @@ class LeRobotDataset:
             if LEROBOT_STATE in self.features
             else None
         )
+        # Other per-frame scalar features (e.g. a recording's `control_source`), by name.
+        self.extra: dict[str, np.ndarray] = {
+            key: table.column(key).to_numpy()[order]
+            for key, ft in self.features.items()
+            if key not in (*_INDEX_COLUMNS, LEROBOT_ACTION, LEROBOT_STATE)
+            and ft.get("dtype") in EXTRA_DTYPES
+            and list(ft.get("shape", [])) == [1]
+        }
         if len(self.index) != int(self.info["total_frames"]):
             raise DatasetError(
                 f"{self.root}: {len(self.index)} frames in data files but info.json says total_frames="
@@ -640,6 +666,7 @@ class LeRobotDataset:
             keep = [c for c in (*cols, "tasks", "svrl/task_name", "svrl/success") if c in t.column_names]
             rows += t.select(keep).to_pylist()
         rows.sort(key=lambda r: r["episode_index"])
+        svrl_rows = {int(e["episode_index"]): e for e in self.svrl_meta.get("episodes", [])}
         episodes = []
         for i, r in enumerate(rows):
             start, stop = int(r["dataset_from_index"]), int(r["dataset_to_index"])
@@ -654,14 +681,18 @@ class LeRobotDataset:
                 raise DatasetError(
                     f"{self.root}: task_index {int(self.task_index[start])} not in {TASKS_PATH}"
                 )
+            # svrl's fields: meta/svrl.json, else the `svrl/*` columns of datasets written before it; an
+            # episode appended by another tool has neither (a demonstration: successful, named by its task).
+            own = svrl_rows.get(i, {})
             episodes.append(
                 EpisodeInfo(
                     index=i,
                     start=start,
                     stop=stop,
                     instruction=instruction,
-                    task_name=r.get("svrl/task_name") or instruction,
-                    success=bool(r.get("svrl/success", True)),
+                    task_name=own.get("task_name") or r.get("svrl/task_name") or instruction,
+                    success=bool(own.get("success", r.get("svrl/success", True))),
+                    metadata=own.get("metadata", {}),
                 )
             )
         if len(episodes) != int(self.info["total_episodes"]):
@@ -748,6 +779,7 @@ class LeRobotDataset:
             "task_name": ep.task_name,
             "success": ep.success,
             "episode_index": ep.index,
+            "extra": {k: v[ep.start : ep.stop] for k, v in self.extra.items()},
         }
 
 
