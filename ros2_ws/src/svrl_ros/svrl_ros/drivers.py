@@ -4,7 +4,8 @@
 - `LearnedDriver` (`runner: learned`): a trained checkpoint behind the robot graph. Per chunk it waits
   for the observation at the stamp the chunk starts from, runs the policy, publishes the chunk *before*
   it executes (arm_controller executes it), then waits until the states that follow show it executed
-  (docs/robot_graph.md, "Time").
+  (docs/robot_graph.md, "Time"). With `inference: async` it waits only until `lead` steps of the chunk
+  are left, so the next chunk is computed while this one still runs (inference_schedule).
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ from svrl_interfaces.srv import ResetEpisode
 from svrl_ros import topics
 from svrl_ros.conversions import stamp_to_nanoseconds
 from svrl_ros.goal_context import GoalContext, GoalEnded
+from svrl_ros.inference_schedule import (
+    INFERENCE_ASYNC,
+    LatencyWindow,
+    lead_steps,
+    steps_run_on,
+    trigger_step,
+)
 from svrl_ros.learned_policy import (
     CheckpointNotFoundError,
     LearnedPolicy,
@@ -191,6 +199,7 @@ class LearnedDriver(Driver):
         self._policy: LearnedPolicy | None = None
         self._loading: str | None = None
         self.chunk_timings: deque[ChunkTiming] = deque(maxlen=1024)  # instrumentation, newest last
+        self.latencies = LatencyWindow()  # observation complete -> chunk published: async inference's lead
         self._sim_tasks: dict[str, str] | None = None
         self.control_period_s = 1.0 / server._param("control_rate_hz")
         path = self._initial_checkpoint()
@@ -283,6 +292,7 @@ class LearnedDriver(Driver):
         self.control_period_s = 1.0 / server._param("control_rate_hz")
         self._policy.reset_sampling()
         ctx.success_source = server._param("success_source")
+        ctx.inference = server._param("inference")
         self._wait_for_executor(ctx)
         task = self._sim_task(ctx.instruction) if server._param("reset_sim") else None
         if task is not None:
@@ -429,8 +439,12 @@ class LearnedDriver(Driver):
         ctx.check()
         if obs is None:
             raise self._missing(target, f"observation at stamp {target / 1e9:.3f} s")
+        if ctx.inference == INFERENCE_ASYNC and ctx.chunk_index > 0:
+            ctx.steps += steps_run_on(ctx.chunk_end_ns, ctx.next_ns, obs.stamp_ns, period_ns)
+            ctx.check()  # the running chunk may have used the budget meanwhile
         completed_ns = store.completed_ns(obs.stamp_ns)
-        actions, runner_ns = server.call_runner(ctx, self._timed_infer, policy, obs, ctx.instruction)
+        latency = server._param("simulated_latency_s")
+        actions, runner_ns = server.call_runner(ctx, self._timed_infer, policy, obs, ctx.instruction, latency)
         actions = np.asarray(actions, dtype=np.float32)[: ctx.remaining]
         published_s = time.monotonic()
         server.publish_chunk(
@@ -442,12 +456,23 @@ class LearnedDriver(Driver):
             control_period_s=self.control_period_s,
             checkpoint_id=policy.checkpoint_id,
         )
+        published_ns = time.monotonic_ns()
+        self.latencies.add((published_ns - (completed_ns or runner_ns[0])) / 1e9)
         if completed_ns is not None:
             self.chunk_timings.append(
-                ChunkTiming(obs.stamp_ns, ctx.chunk_index, completed_ns, *runner_ns, time.monotonic_ns())
+                ChunkTiming(obs.stamp_ns, ctx.chunk_index, completed_ns, *runner_ns, published_ns)
             )
         server.feedback(ctx, Feedback.PHASE_EXECUTING)
-        executed = self._wait_executed(ctx, obs.stamp_ns, len(actions), period_ns, timeout, published_s)
+        length = len(actions)
+        ctx.chunk_end_ns = obs.stamp_ns + length * period_ns
+        until = length
+        if ctx.inference == INFERENCE_ASYNC and ctx.steps + length < ctx.max_steps:
+            # More chunks follow: take the next observation while `lead` steps of this one are left.
+            lead = lead_steps(
+                self.latencies.values(), self.control_period_s, length, server._param("async_lead_steps")
+            )
+            until = trigger_step(length, lead)
+        executed = self._wait_executed(ctx, obs.stamp_ns, length, period_ns, timeout, published_s, until)
         ctx.steps += executed
         ctx.next_ns = obs.stamp_ns + executed * period_ns
         server.feedback(ctx, Feedback.PHASE_EXECUTING)
@@ -456,25 +481,40 @@ class LearnedDriver(Driver):
 
     @staticmethod
     def _timed_infer(
-        policy: LearnedPolicy, obs: Any, instruction: str
+        policy: LearnedPolicy, obs: Any, instruction: str, simulated_latency_s: float = 0.0
     ) -> tuple[np.ndarray, tuple[int, int, int]]:
-        """`policy.infer(policy.observation(...))`, with the three times ChunkTiming records."""
+        """`policy.infer(policy.observation(...))`, with the three times ChunkTiming records.
+
+        `simulated_latency_s` (benches, tests) makes the call that much slower, on the runner thread, like a
+        bigger model: the server's waits, deadlines and latency measurement all see it.
+        """
         started = time.monotonic_ns()
         observation = policy.observation(obs.images, obs.joints, instruction)
         inference_started = time.monotonic_ns()
         actions = policy.infer(observation)
+        if simulated_latency_s > 0:
+            time.sleep(simulated_latency_s)
         return actions, (started, inference_started, time.monotonic_ns())
 
     def _wait_executed(
-        self, ctx: GoalContext, stamp_ns: int, length: int, period_ns: int, timeout: float, published_s: float
+        self,
+        ctx: GoalContext,
+        stamp_ns: int,
+        length: int,
+        period_ns: int,
+        timeout: float,
+        published_s: float,
+        until: int | None = None,
     ) -> int:
         """Steps of the chunk executed, read from the stamps of the states that follow it.
 
-        Returns when the state after its last action arrives, or the episode ends / success is confirmed.
-        Aborts when no new state arrives for observation_timeout_s (the arm is not executing).
+        Returns when the state after its `until`-th action (default: its last) arrives, or the episode ends
+        / success is confirmed. Aborts when no new state arrives for observation_timeout_s (the arm is not
+        executing).
         """
         store = self.store
-        end_ns = stamp_ns + length * period_ns
+        until = length if until is None else until
+        end_ns = stamp_ns + until * period_ns
         last_seen = store.newest_state_ns()
 
         def executed_so_far() -> int:
@@ -484,7 +524,7 @@ class LearnedDriver(Driver):
         def progress() -> tuple[str, int] | None:
             newest = store.newest_state_ns()
             if newest is not None and newest >= end_ns - period_ns // 2:
-                return ("done", length)
+                return ("done", until)
             # The sim's episode end matters only when the sim judges this goal; otherwise (free text, an
             # episode that ended before the goal) its latched done/success says nothing about this goal.
             judged = ctx.success_source == "sim"

@@ -41,29 +41,45 @@ class GoalContext:
     confirmed: threading.Event = field(default_factory=threading.Event)
     preempted: bool = False
     estopped: bool = False
+    taken_over: str | None = None  # the arm's mode (svrl/arm_mode) once it left "policy" during this goal
     owns_arm: bool = False
     # learned runner: what ends it with success, and the stamps it started from / continues from
     success_source: str = "none"
     start_ns: int = 0
     judge_after_ns: int = -1  # episode statuses up to this stamp cannot end the goal (they predate it)
     next_ns: int = 0
+    # async inference: the mode this goal runs with, and where the last published chunk's actions end
+    inference: str = "sync"
+    chunk_end_ns: int = 0
 
     @property
     def remaining(self) -> int:
         return max(0, self.max_steps - self.steps)
 
     def stop_requested(self) -> bool:
-        return self.preempted or self.estopped or self.handle.is_cancel_requested or self._timed_out()
+        return (
+            self.preempted
+            or self.estopped
+            or self.taken_over is not None
+            or self.handle.is_cancel_requested
+            or self._timed_out()
+        )
 
     def _timed_out(self) -> bool:
         return self.timeout_s > 0 and time.monotonic() - self.started > self.timeout_s
 
     def check(self) -> None:
-        """Raise GoalEnded if the goal must end now: cancel, preemption, time or step budget."""
+        """Raise GoalEnded if the goal must end now: e-stop, cancel, takeover, preemption, time or step budget."""
         if self.estopped:
             raise GoalEnded(Result.REASON_ESTOP, "the e-stop was pressed (svrl/estop); the arm holds")
         if self.handle.is_cancel_requested:
             raise GoalEnded(Result.REASON_CANCELED, "canceled by the client")
+        if self.taken_over is not None:
+            raise GoalEnded(
+                Result.REASON_TAKEOVER,
+                f"arm_controller is in {self.taken_over!r} mode, not 'policy' (svrl/arm_mode): the operator "
+                "owns the arm; svrl/set_mode 'policy' hands it back",
+            )
         if self.preempted:
             raise GoalEnded(Result.REASON_PREEMPTED, "preempted by a newer goal (on_new_goal=preempt)")
         if self._timed_out():

@@ -8,6 +8,10 @@ Liveness: goal admission never touches the runner thread; every runner call has 
 (`runner_deadline_s`) after which the goal aborts with reason error and the node keeps serving; every
 wait wakes at least once per control period to see a cancel; when a goal ends for any reason a stop
 chunk (chunk_length 0) is published so the arm holds within one control period.
+
+Operator takeover: arm_controller publishes who owns the arm on svrl/arm_mode (latched). When it leaves
+"policy" while a goal runs (teleop, hold), the goal ends with REASON_TAKEOVER; a goal sent while the
+operator holds the arm is accepted and ends at once with the same reason, so the client learns why.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from std_msgs.msg import Bool
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 from svrl_interfaces.action import ExecuteInstruction
 from svrl_interfaces.msg import ActionChunk
@@ -44,6 +49,7 @@ from svrl_ros.conversions import (
 )
 from svrl_ros.drivers import Driver, LearnedDriver, RunnerDeadlineError, SelfExecutingDriver
 from svrl_ros.goal_context import GoalContext, GoalEnded
+from svrl_ros.inference_schedule import INFERENCE_MODES
 from svrl_ros.learned_policy import CheckpointNotFoundError
 from svrl_ros.runners import (
     LEARNED,
@@ -59,7 +65,13 @@ Feedback = ExecuteInstruction.Feedback
 ON_NEW_GOAL = ("reject", "preempt")
 SUCCESS_SOURCES = ("sim", "operator", "none")
 BACKENDS = ("auto", "torch", "onnx", "tensorrt")  # svrl_policy.runtime.BACKENDS (that module imports torch)
-CHOICES = {"on_new_goal": ON_NEW_GOAL, "success_source": SUCCESS_SOURCES, "backend": BACKENDS}
+CHOICES = {
+    "on_new_goal": ON_NEW_GOAL,
+    "success_source": SUCCESS_SOURCES,
+    "backend": BACKENDS,
+    "inference": INFERENCE_MODES,
+}
+ARM_MODE_POLICY = "policy"  # chunk_executor.MODE_POLICY (that module pulls in the kinematics)
 EXECUTOR_THREADS = 6  # a running goal, a preempting one, admission/cancel, topics, services, parameters
 
 
@@ -124,6 +136,16 @@ class PolicyServer(Node):
         # new goals while it is pressed.
         self._estop_pressed = False
         topics.subscribe_estop(self, self._on_estop, callback_group=self._io_group)
+        # Who owns the arm (arm_controller publishes it latched): a goal ends when an operator takes the arm,
+        # and one sent while they hold it ends at once, both with REASON_TAKEOVER. None until first heard:
+        # a graph without the mode topic runs goals as before.
+        self._arm_mode: str | None = None
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
+        self.create_subscription(
+            String, topics.ARM_MODE, self._on_arm_mode, latched, callback_group=self._io_group
+        )
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_service(
             Trigger, topics.CONFIRM_SUCCESS, self._on_confirm_success, callback_group=self._io_group
@@ -206,6 +228,34 @@ class PolicyServer(Node):
             ),
         )
         declare("backend", "auto", _descriptor(f"learned: runtime, one of {list(BACKENDS)}", read_only=True))
+        declare(
+            "inference",
+            "sync",
+            _descriptor(
+                f"learned: {list(INFERENCE_MODES)}. sync: the next chunk is computed from the state after the "
+                "current chunk's last action (lock-step profiles: bit-identical to in-process episodes); async: "
+                "computed from the newest observation while the current chunk still runs, so a real-time arm "
+                "never waits at a chunk boundary (pair with arm_controller's blending). Read at goal start"
+            ),
+        )
+        declare(
+            "async_lead_steps",
+            0,
+            _descriptor(
+                "learned, async: start the next inference when this many steps of the running chunk are left; "
+                "0 = from the measured inference latency (ceil(slowest recent / period) + 1)",
+                integer_range=_int_range(0, 10_000),
+            ),
+        )
+        declare(
+            "simulated_latency_s",
+            0.0,
+            _descriptor(
+                "learned, benches and tests only: add this much wall time to every inference, to stand for a "
+                "slower model on a small one. 0 in every profile",
+                floating_point_range=_float_range(0.0, 10.0),
+            ),
+        )
         declare(
             "success_source",
             "sim",
@@ -336,6 +386,22 @@ class PolicyServer(Node):
                     ctx.estopped = True
                     ctx.wake.set()
 
+    def _on_arm_mode(self, msg: String) -> None:
+        mode = msg.data.strip()
+        with self._slot:
+            changed, self._arm_mode = mode != self._arm_mode, mode
+            if mode != ARM_MODE_POLICY:
+                for ctx in list(self._goals.values()):
+                    ctx.taken_over = mode
+                    ctx.wake.set()
+        if changed:
+            self.get_logger().info(f"arm mode is now {mode!r} ({topics.ARM_MODE})")
+
+    def arm_mode(self) -> str | None:
+        """The mode arm_controller last published on svrl/arm_mode, or None before it was heard."""
+        with self._slot:
+            return self._arm_mode
+
     def _on_accepted(self, goal_handle: ServerGoalHandle) -> None:
         with self._slot:
             self._generation += 1
@@ -383,6 +449,8 @@ class PolicyServer(Node):
         with self._slot:  # _on_estop walks _goals under the same lock, from another executor thread
             self._goals[key] = ctx
             ctx.estopped = self._estop_pressed  # pressed between admission and here: end at once
+            if self._arm_mode is not None and self._arm_mode != ARM_MODE_POLICY:
+                ctx.taken_over = self._arm_mode  # the operator holds the arm: end at once, with the reason
         try:
             return self._run_goal(ctx)
         finally:
