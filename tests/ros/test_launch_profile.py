@@ -1,8 +1,10 @@
 """launch/svrl.launch.py and `svrl up` read the same stack profile and start the same nodes.
 
-`ros2 launch` is not installable from pip, so the launch file runs here against minimal stand-ins
-for the four launch classes it uses; they record what the launch file asks for, which is then
-compared with what `svrl up` would run.
+`ros2 launch` is not installable from pip (no launch / launch_ros wheels on PyPI, for Kilted or Jazzy), so
+the launch file runs here against stand-ins for the launch classes it uses. They take the keyword
+arguments of the real classes (launch / launch_ros of Jazzy), so a misspelt argument fails here, and
+record what the launch file asks for, which is then compared with what `svrl up` would run. What this
+cannot show (substitution semantics, the processes really starting) was not run on a full install.
 """
 
 from __future__ import annotations
@@ -25,6 +27,43 @@ class _Recorded:
         self.args, self.kwargs = args, kwargs
 
 
+class _DeclareLaunchArgument(_Recorded):
+    def __init__(self, name, *, default_value=None, description=None, choices=None) -> None:
+        if choices is not None and default_value is not None:
+            assert default_value in choices, (name, default_value, choices)  # launch raises on this too
+        super().__init__(name, default_value=default_value, description=description, choices=choices)
+
+
+class _OpaqueFunction(_Recorded):
+    def __init__(self, *, function, args=None, kwargs=None) -> None:
+        super().__init__(function=function, args=args, kwargs=kwargs)
+
+
+class _GroupAction(_Recorded):
+    def __init__(self, actions, *, scoped=True, forwarding=True, launch_configurations=None) -> None:
+        super().__init__(list(actions), scoped=scoped, forwarding=forwarding)
+
+
+class _PushRosNamespace(_Recorded):
+    def __init__(self, namespace) -> None:
+        super().__init__(namespace)
+
+
+# launch_ros.actions.Node's own keywords, plus the ExecuteProcess ones the launch file passes through
+_NODE_KEYWORDS = {
+    "executable", "package", "name", "namespace", "exec_name", "parameters", "remappings", "ros_arguments",
+    "arguments", "output", "emulate_tty", "respawn", "respawn_delay", "additional_env",
+}  # fmt: skip
+
+
+class _Node(_Recorded):
+    def __init__(self, **kwargs) -> None:
+        unknown = set(kwargs) - _NODE_KEYWORDS
+        assert not unknown, f"launch_ros Node has no argument(s) {unknown}"
+        assert "executable" in kwargs
+        super().__init__(**kwargs)
+
+
 class _LaunchConfiguration(_Recorded):
     values: ClassVar[dict[str, str]] = {}
 
@@ -36,10 +75,14 @@ class _LaunchConfiguration(_Recorded):
 def launch_module(monkeypatch: pytest.MonkeyPatch):
     fakes = {
         "launch": types.SimpleNamespace(LaunchDescription=_Recorded),
-        "launch.actions": types.SimpleNamespace(DeclareLaunchArgument=_Recorded, OpaqueFunction=_Recorded),
+        "launch.actions": types.SimpleNamespace(
+            DeclareLaunchArgument=_DeclareLaunchArgument,
+            OpaqueFunction=_OpaqueFunction,
+            GroupAction=_GroupAction,
+        ),
         "launch.substitutions": types.SimpleNamespace(LaunchConfiguration=_LaunchConfiguration),
         "launch_ros": types.SimpleNamespace(),
-        "launch_ros.actions": types.SimpleNamespace(Node=_Recorded),
+        "launch_ros.actions": types.SimpleNamespace(Node=_Node, PushRosNamespace=_PushRosNamespace),
     }
     for name, module in fakes.items():
         monkeypatch.setitem(sys.modules, name, module)
@@ -148,3 +191,81 @@ def test_sim_profile() -> None:
     server = by_key["policy_server"].parameters
     assert (server["runner"], server["success_source"], server["reset_sim"]) == ("learned", "sim", True)
     assert by_key["arm_controller"].parameters == {"trigger": "joint_states", "start_mode": "policy"}
+
+
+def _launch(launch_module, **arguments: str) -> tuple[list[_Recorded], dict[str, _Recorded]]:
+    """(what the launch file returns, the declared arguments by name) for `arguments`."""
+    description = launch_module.generate_launch_description()
+    declared = {a.args[0]: a for a in description.args[0] if isinstance(a, _DeclareLaunchArgument)}
+    _LaunchConfiguration.values = {
+        name: a.kwargs["default_value"] for name, a in declared.items()
+    } | arguments
+    (opaque,) = [a for a in description.args[0] if isinstance(a, _OpaqueFunction)]
+    return opaque.kwargs["function"](context=None), declared
+
+
+def test_launch_arguments_a_ros_user_expects(launch_module) -> None:
+    _, declared = _launch(launch_module)
+    assert {"profile", "namespace", "use_sim_time", "log_level", "checkpoint"} <= set(declared)
+    assert all(a.kwargs["description"] for a in declared.values())
+    assert declared["log_level"].kwargs["choices"] == ["debug", "info", "warn", "error", "fatal"]
+
+
+def test_launch_real_profile_starts_the_bring_up_with_its_files(launch_module) -> None:
+    nodes, _ = _launch(launch_module, profile="real", checkpoint="/opt/policy", log_level="warn")
+    by_name = {(n.kwargs["namespace"], n.kwargs["name"]): n for n in nodes}
+    assert set(by_name) == {
+        ("camera", "camera"), ("wrist_camera", "camera"), ("", "robot_state_publisher"),
+        ("", "controller_manager"), ("", "controller_spawner"), ("", "policy_server"), ("", "arm_controller"),
+    }  # fmt: skip
+    assert all(n.kwargs["ros_arguments"] == ["--log-level", "warn"] for n in nodes)
+    manager = by_name[("", "controller_manager")]
+    *files, params = manager.kwargs["parameters"]
+    assert [Path(f).name for f in files] == ["controllers.yaml"] and Path(files[0]).is_file()
+    assert params == {"use_sim_time": False}
+    rsp_params = by_name[("", "robot_state_publisher")].kwargs["parameters"][-1]
+    assert (
+        rsp_params["robot_description"].startswith("<robot")
+        and "mock_components/GenericSystem" in (rsp_params["robot_description"])
+    )
+    assert by_name[("", "policy_server")].kwargs["parameters"][-1]["checkpoint"] == "/opt/policy"
+    assert by_name[("camera", "camera")].kwargs["executable"] == "camera_node"
+    assert by_name[("", "arm_controller")].kwargs["remappings"] == [
+        ("arm_controller/joint_trajectory", "joint_trajectory_controller/joint_trajectory")
+    ]
+
+
+def test_launch_real_profile_arguments_choose_drivers_and_namespace(launch_module) -> None:
+    nodes, _ = _launch(
+        launch_module,
+        profile="real",
+        namespace="/robot1/",
+        camera_driver="realsense2_camera",
+        arm_bringup="false",
+        arm_command_topic="/scaled_joint_trajectory_controller/joint_trajectory",
+    )
+    (group,) = nodes
+    push, *started = group.args[0]
+    assert isinstance(push, _PushRosNamespace) and push.args == ("robot1",)
+    names = {n.kwargs["name"]: n for n in started}
+    assert set(names) == {
+        "camera",
+        "policy_server",
+        "arm_controller",
+    }  # no robot_state_publisher, no ros2_control
+    cameras = [n for n in started if n.kwargs["name"] == "camera"]
+    assert len(cameras) == 2 and all(
+        (c.kwargs["package"], c.kwargs["executable"]) == ("realsense2_camera", "realsense2_camera_node")
+        for c in cameras
+    )
+    assert cameras[0].kwargs["parameters"][-1]["rgb_camera.color_profile"] == "640x480x30"
+    assert names["arm_controller"].kwargs["remappings"] == [
+        ("arm_controller/joint_trajectory", "/scaled_joint_trajectory_controller/joint_trajectory")
+    ]
+    nodes, _ = _launch(launch_module, profile="real", hardware_plugin="my_arm_driver/MyArmSystem")
+    rsp = next(n for n in nodes if n.kwargs["name"] == "robot_state_publisher")
+    assert "<plugin>my_arm_driver/MyArmSystem</plugin>" in rsp.kwargs["parameters"][-1]["robot_description"]
+    with pytest.raises(ValueError, match="log_level 'loud'"):
+        _launch(launch_module, profile="real", log_level="loud")
+    with pytest.raises(ProfileError, match="camera_driver 'usb_cam'"):
+        _launch(launch_module, profile="real", camera_driver="usb_cam")

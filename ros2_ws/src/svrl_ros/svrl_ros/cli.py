@@ -23,6 +23,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="",
         help="policy checkpoint for the profile's policy_server (sim: default = newest `make demo` run)",
     )
+    up.add_argument(
+        "--remap",
+        action="append",
+        metavar="NODE.FROM:=TO",
+        help="remap a topic of one node (repeatable), e.g. arm_controller.arm_controller/joint_trajectory:="
+        "/scaled_joint_trajectory_controller/joint_trajectory for a vendor driver's controller",
+    )
     up.set_defaults(handler=_handle_up)
 
 

@@ -14,17 +14,30 @@ from typing import Any
 
 import yaml
 
-# In the source tree ros2_ws/src/svrl_ros/launch links to the repository's launch/ folder.
-_SOURCE_PROFILE_DIR = Path(__file__).resolve().parents[1] / "launch" / "profiles"
+# In the source tree ros2_ws/src/svrl_ros/launch links to the repository's launch/ folder (and urdf/ to
+# urdf/); config/ lives in the package. A colcon install has the same three under share/svrl_ros.
+_SOURCE_SHARE_DIR = Path(__file__).resolve().parents[1]
+_SOURCE_PROFILE_DIR = _SOURCE_SHARE_DIR / "launch" / "profiles"
 _NODE_KEYS = {
     "name",
     "package",
     "executable",
     "namespace",
     "parameters",
+    "parameter_files",
     "remappings",
     "arguments",
     "full_ros_only",
+    "group",
+}
+_PROFILE_KEYS = {"description", "use_sim_time", "nodes", "robot_description", "svrl_up_note"}
+# A parameter whose value is exactly this string gets the profile's robot description (URDF text).
+ROBOT_DESCRIPTION_PARAM = "$(robot_description)"
+# Nodes of this group are cameras: `camera_driver` chooses svrl's camera_node or realsense-ros for them.
+CAMERA_GROUP = "cameras"
+CAMERA_DRIVERS = {
+    "svrl": ("svrl_ros", "camera_node"),
+    "realsense2_camera": ("realsense2_camera", "realsense2_camera_node"),
 }
 
 
@@ -48,11 +61,28 @@ class NodeSpec:
     full_ros_only: bool = (
         False  # needs a full ROS 2 install (robot_state_publisher, rviz2): `svrl up` skips it
     )
+    # ROS parameter files loaded before `parameters` (which win): paths relative to the svrl_ros share
+    # folder (config/controllers.yaml) or absolute; resolved by `parameter_file_paths`.
+    parameter_files: tuple[str, ...] = ()
+    group: str = ""  # what the launch file switches together: `arm_bringup`, `cameras`
 
     @property
     def python_module(self) -> str:
         """The module a pip install runs for this executable (console scripts map 1:1 to modules)."""
         return f"{self.package}.{self.executable}"
+
+
+@dataclass(frozen=True)
+class RobotDescriptionSpec:
+    """Which URDF robot_state_publisher publishes, and the ros2_control hardware it names.
+
+    `urdf` is a file in the package's urdf/ folder or a path; an empty `hardware_plugin` keeps the URDF's
+    own (mock hardware), else it and `hardware_parameters` replace the URDF's `<hardware>` element.
+    """
+
+    urdf: str = "svrl_arm.urdf"
+    hardware_plugin: str = ""
+    hardware_parameters: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -62,18 +92,27 @@ class StackProfile:
     description: str
     use_sim_time: bool
     nodes: tuple[NodeSpec, ...]
+    robot_description: RobotDescriptionSpec | None = None
+    svrl_up_note: str = ""  # printed by `svrl up` when it skips full-ROS-only nodes (what must run instead)
+
+
+def share_dir() -> Path:
+    """The svrl_ros share folder: the source package (pip installs), else the colcon install's."""
+    if _SOURCE_PROFILE_DIR.is_dir():
+        return _SOURCE_SHARE_DIR
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory("svrl_ros"))
+    except (ImportError, LookupError) as error:
+        raise ProfileError(
+            f"cannot find the svrl_ros share folder (profiles, config, urdf): {error}"
+        ) from error
 
 
 def profile_dir() -> Path:
     """launch/profiles of the source tree (pip installs), else of the colcon install's share folder."""
-    if _SOURCE_PROFILE_DIR.is_dir():
-        return _SOURCE_PROFILE_DIR
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        return Path(get_package_share_directory("svrl_ros")) / "launch" / "profiles"
-    except (ImportError, LookupError) as error:
-        raise ProfileError(f"cannot find the svrl_ros stack profiles: {error}") from error
+    return share_dir() / "launch" / "profiles"
 
 
 def resolve_profile_path(profile: str) -> Path:
@@ -112,9 +151,17 @@ def load_profile(profile: str, overrides: list[str] | tuple[str, ...] = ()) -> S
         raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as error:
         raise ProfileError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{path}: a profile is a mapping with {sorted(_PROFILE_KEYS)}")
+    unknown = set(raw) - _PROFILE_KEYS
+    if unknown:
+        raise ProfileError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(_PROFILE_KEYS)}")
     nodes_raw = raw.get("nodes")
     if not isinstance(nodes_raw, dict) or not nodes_raw:
         raise ProfileError(f"{path}: 'nodes' must map node names to their settings")
+    description_overrides = [o for o in overrides if o.strip().startswith("robot_description.")]
+    overrides = [o for o in overrides if o not in description_overrides]
+    robot_description = _robot_description_spec(path, raw.get("robot_description"), description_overrides)
     nodes = [_node_spec(path, key, settings) for key, settings in nodes_raw.items()]
     names = [(n.namespace.strip("/"), n.name) for n in nodes]
     clashes = sorted({f"{ns}/{name}".lstrip("/") for ns, name in names if names.count((ns, name)) > 1})
@@ -123,13 +170,72 @@ def load_profile(profile: str, overrides: list[str] | tuple[str, ...] = ()) -> S
             f"{path}: two nodes would share the ROS name(s) {clashes}; give each a unique 'name'"
         )
     nodes = apply_overrides(path, nodes, overrides)
+    wants_description = [n.key for n in nodes if ROBOT_DESCRIPTION_PARAM in n.parameters.values()]
+    if wants_description and robot_description is None:
+        raise ProfileError(
+            f"{path}: node(s) {wants_description} take {ROBOT_DESCRIPTION_PARAM} but the profile has no "
+            "'robot_description' section"
+        )
     return StackProfile(
         name=path.stem,
         path=path,
         description=str(raw.get("description", "")).strip(),
         use_sim_time=bool(raw.get("use_sim_time", False)),
         nodes=tuple(nodes),
+        robot_description=robot_description,
+        svrl_up_note=str(raw.get("svrl_up_note", "") or "").strip(),
     )
+
+
+def _robot_description_spec(
+    path: Path, raw: Any, overrides: list[str] | tuple[str, ...]
+) -> RobotDescriptionSpec | None:
+    if raw is None and not overrides:
+        return None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ProfileError(
+            f"{path}: 'robot_description' must map urdf / hardware_plugin / hardware_parameters"
+        )
+    allowed = {"urdf", "hardware_plugin", "hardware_parameters"}
+    unknown = set(raw) - allowed
+    if unknown:
+        raise ProfileError(
+            f"{path}: robot_description has unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}"
+        )
+    parameters = raw.get("hardware_parameters") or {}
+    if not isinstance(parameters, dict):
+        raise ProfileError(f"{path}: robot_description.hardware_parameters must map names to values")
+    spec = RobotDescriptionSpec(
+        urdf=str(raw.get("urdf") or RobotDescriptionSpec.urdf),
+        hardware_plugin=str(raw.get("hardware_plugin") or ""),
+        hardware_parameters=dict(parameters),
+    )
+    for text in overrides:
+        _, field_name, value = parse_override(text)
+        if field_name.startswith("hardware_parameters."):
+            name = field_name.partition(".")[2]
+            spec = replace(spec, hardware_parameters={**spec.hardware_parameters, name: value})
+        elif field_name in {"urdf", "hardware_plugin"}:
+            spec = replace(spec, **{field_name: "" if value is None else str(value)})
+        else:
+            raise ProfileError(
+                f"--set {text!r}: robot_description has urdf, hardware_plugin and hardware_parameters.<name>"
+            )
+    return spec
+
+
+def robot_description_xml(spec: RobotDescriptionSpec) -> str:
+    """The URDF text robot_state_publisher publishes for `spec` (errors as ProfileError)."""
+    from svrl_ros.robot_description import RobotDescriptionError, load_robot_description
+
+    urdf = Path(spec.urdf)
+    if not urdf.is_absolute():
+        urdf = share_dir() / "urdf" / urdf
+    try:
+        return load_robot_description(urdf, spec.hardware_plugin or None, spec.hardware_parameters)
+    except RobotDescriptionError as error:
+        raise ProfileError(f"robot_description: {error}") from error
 
 
 def _node_spec(path: Path, key: Any, settings: Any) -> NodeSpec:
@@ -156,6 +262,12 @@ def _node_spec(path: Path, key: Any, settings: Any) -> NodeSpec:
     full_ros_only = settings.get("full_ros_only", False)
     if not isinstance(full_ros_only, bool):
         raise ProfileError(f"{path}: node {key!r}: 'full_ros_only' must be true or false")
+    parameter_files = settings.get("parameter_files") or []
+    if not isinstance(parameter_files, list) or not all(isinstance(f, str) and f for f in parameter_files):
+        raise ProfileError(f"{path}: node {key!r}: 'parameter_files' must be a list of paths")
+    group = settings.get("group", "") or ""
+    if not isinstance(group, str):
+        raise ProfileError(f"{path}: node {key!r}: 'group' must be a string")
     return NodeSpec(
         key=str(key),
         name=name,
@@ -166,6 +278,8 @@ def _node_spec(path: Path, key: Any, settings: Any) -> NodeSpec:
         remappings={str(k): str(v) for k, v in (settings.get("remappings") or {}).items()},
         arguments=tuple(str(a) for a in arguments),
         full_ros_only=full_ros_only,
+        parameter_files=tuple(parameter_files),
+        group=group,
     )
 
 
@@ -207,9 +321,70 @@ def apply_overrides(
     return [by_key[n.key] for n in nodes]
 
 
+def apply_remaps(profile: StackProfile, remaps: list[str] | tuple[str, ...]) -> StackProfile:
+    """`node_key.from:=to` strings -> the profile with those topic remappings added or replaced."""
+    by_key = {n.key: n for n in profile.nodes}
+    for text in remaps:
+        target, sep, to = text.partition(":=")
+        node_key, dot, source = target.strip().partition(".")
+        if not sep or not dot or not node_key or not source or not to.strip():
+            raise ProfileError(
+                f"--remap {text!r}: expected node.from:=to, e.g. "
+                "arm_controller.arm_controller/joint_trajectory:=/scaled_joint_trajectory_controller/joint_trajectory"
+            )
+        if node_key not in by_key:
+            raise ProfileError(
+                f"--remap {text!r}: profile {profile.name} has no node {node_key!r} (has {sorted(by_key)})"
+            )
+        node = by_key[node_key]
+        by_key[node_key] = replace(node, remappings={**node.remappings, source: to.strip()})
+    return replace(profile, nodes=tuple(by_key[n.key] for n in profile.nodes))
+
+
+def with_camera_driver(profile: StackProfile, driver: str) -> StackProfile:
+    """Run the profile's `cameras` group on svrl's camera_node or on realsense-ros's node.
+
+    Both take realsense-ros v4 parameter names and topics, so only the package and executable change;
+    realsense2_camera is a C++ package of a full ROS 2 install, which `svrl up` cannot start.
+    """
+    if driver not in CAMERA_DRIVERS:
+        raise ProfileError(f"camera_driver {driver!r} is not one of {sorted(CAMERA_DRIVERS)}")
+    package, executable = CAMERA_DRIVERS[driver]
+    nodes = tuple(
+        replace(n, package=package, executable=executable, full_ros_only=driver != "svrl")
+        if n.group == CAMERA_GROUP
+        else n
+        for n in profile.nodes
+    )
+    return replace(profile, nodes=nodes)
+
+
+def without_group(profile: StackProfile, group: str) -> StackProfile:
+    """The profile less one group's nodes (`arm_bringup` when the arm's own driver is running)."""
+    return replace(profile, nodes=tuple(n for n in profile.nodes if n.group != group))
+
+
+def parameter_file_paths(node: NodeSpec) -> list[Path]:
+    """The node's parameter files as absolute paths; a missing file is an error, not a silent skip."""
+    paths = []
+    for name in node.parameter_files:
+        path = Path(name) if Path(name).is_absolute() else share_dir() / name
+        if not path.is_file():
+            raise ProfileError(f"node {node.key!r}: parameter file {name} not found (looked at {path})")
+        paths.append(path)
+    return paths
+
+
 def node_parameters(profile: StackProfile, node: NodeSpec) -> dict[str, Any]:
-    """The parameters a node starts with: its own, plus the profile-wide `use_sim_time`."""
-    return {**node.parameters, "use_sim_time": profile.use_sim_time}
+    """The parameters a node starts with: its own, plus the profile-wide `use_sim_time`, with
+    `$(robot_description)` replaced by the profile's URDF text."""
+    parameters = {**node.parameters, "use_sim_time": profile.use_sim_time}
+    for name, value in parameters.items():
+        if value == ROBOT_DESCRIPTION_PARAM:
+            if profile.robot_description is None:
+                raise ProfileError(f"node {node.key!r}: {name} needs the profile's robot_description section")
+            parameters[name] = robot_description_xml(profile.robot_description)
+    return parameters
 
 
 def params_file_content(profile: StackProfile, node: NodeSpec) -> str:
@@ -226,4 +401,6 @@ def node_command(node: NodeSpec, params_file: Path) -> list[str]:
         command += ["-r", f"__ns:=/{node.namespace.strip('/')}"]
     for source, target in node.remappings.items():
         command += ["-r", f"{source}:={target}"]
+    for path in parameter_file_paths(node):
+        command += ["--params-file", str(path)]
     return [*command, "--params-file", str(params_file)]

@@ -16,7 +16,14 @@ import threading
 import time
 from pathlib import Path
 
-from svrl_ros.stack import ProfileError, load_profile, node_command, params_file_content
+from svrl_ros.stack import (
+    ProfileError,
+    apply_remaps,
+    load_profile,
+    node_command,
+    parameter_file_paths,
+    params_file_content,
+)
 
 STOP_GRACE_S = 10.0
 
@@ -27,30 +34,36 @@ def _relay(prefix: str, stream) -> None:
         sys.stdout.flush()
 
 
-def run_stack(profile_name: str, overrides: list[str] | tuple[str, ...] = ()) -> int:
+def run_stack(
+    profile_name: str, overrides: list[str] | tuple[str, ...] = (), remaps: list[str] | tuple[str, ...] = ()
+) -> int:
     try:
-        profile = load_profile(profile_name, overrides)
+        profile = apply_remaps(load_profile(profile_name, overrides), remaps)
+        started = [n for n in profile.nodes if not n.full_ros_only]
+        for node in started:  # a missing parameter file stops here, before any node starts
+            parameter_file_paths(node)
     except ProfileError as error:
         print(f"svrl up: {error}", file=sys.stderr)
         return 2
-    started = [n for n in profile.nodes if not n.full_ros_only]
-    skipped = [n.name for n in profile.nodes if n.full_ros_only]
-    print(f"svrl up: profile {profile.name} ({profile.path}): {', '.join(n.name for n in started)}")
+    skipped = [n.key for n in profile.nodes if n.full_ros_only]
+    print(f"svrl up: profile {profile.name} ({profile.path}): {', '.join(n.key for n in started)}")
     if skipped:
         print(f"svrl up: skipped (need a full ROS 2 install; use ros2 launch): {', '.join(skipped)}")
+        if profile.svrl_up_note:
+            print(f"svrl up: {profile.svrl_up_note}")
     stop_requested = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop_requested.set())
     signal.signal(signal.SIGTERM, lambda *_: stop_requested.set())
     procs: dict[str, subprocess.Popen] = {}
     with tempfile.TemporaryDirectory(prefix="svrl_up_") as tmp:
         for node in started:
-            params = Path(tmp) / f"{node.name}.yaml"
+            params = Path(tmp) / f"{node.key}.yaml"  # keys are unique; names are unique per namespace only
             params.write_text(params_file_content(profile, node))
             proc = subprocess.Popen(
                 node_command(node, params), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
             )
-            threading.Thread(target=_relay, args=(node.name, proc.stdout), daemon=True).start()
-            procs[node.name] = proc
+            threading.Thread(target=_relay, args=(node.key, proc.stdout), daemon=True).start()
+            procs[node.key] = proc
         exit_code = 0
         while not stop_requested.is_set():
             exited = {name: p.returncode for name, p in procs.items() if p.poll() is not None}
@@ -81,4 +94,4 @@ def handle_up(args: argparse.Namespace) -> int:
     overrides = list(args.set or [])
     if args.checkpoint:  # shorthand, same as the launch file's checkpoint:= argument
         overrides.append(f"policy_server.checkpoint={args.checkpoint}")
-    return run_stack(args.profile, overrides)
+    return run_stack(args.profile, overrides, list(getattr(args, "remap", None) or []))
