@@ -50,6 +50,11 @@ def finger_position(gripper: float) -> float:
     return robot.FINGER_OPEN * (1.0 - g) / 2.0
 
 
+def gripper_command(finger: float) -> float:
+    """Inverse of `finger_position`: a finger joint target (m) -> the gripper command (-1 open .. +1 closed)."""
+    return float(np.clip(1.0 - 2.0 * float(finger) / robot.FINGER_OPEN, -1.0, 1.0))
+
+
 def gripper_opening(finger_positions: np.ndarray) -> float:
     """Measured finger joint positions (m) -> opening in [0 closed, 1 open], as the policy's proprio has it."""
     return float(np.clip(np.sum(finger_positions) / (2 * robot.FINGER_OPEN), 0.0, 1.0))
@@ -138,6 +143,26 @@ class ArmKinematics:
         null = np.eye(7) - jac.T @ np.linalg.solve(jjt, jac)
         dq += null @ (IK_POSTURE_GAIN * (self.home - q))
         return np.clip(q + dq, self.q_lo, self.q_hi)
+
+    def ee_delta_from_target(self, q_target: np.ndarray, control_dt: float) -> np.ndarray:
+        """The (dpos, drot) whose `ee_delta_target` from the current joints is `q_target`: its exact inverse.
+
+        For recording: the joint targets a controller commanded, turned back into the `ee_delta` action
+        that produced them. With A = J J^T, the step `ee_delta_target` takes is dq = J^T (A + l^2 I)^-1 err
+        + N p (N the damped null-space projector, p the posture pull), so J dq = (A + l^2 I)^-1 (A err +
+        l^2 J p), which solves to err = J dq + l^2 A^-1 J (dq - p). Exact while no limit clipped the
+        target (a clipped target gives the action of the motion actually commanded), clipped to the same
+        speed limits as the forward mapping. Returns float64[6]: dx, dy, dz, droll, dpitch, dyaw.
+        """
+        q = self.data.qpos[self.arm_qpos]
+        dq = np.asarray(q_target, dtype=np.float64) - q
+        if dq.shape != (7,) or not np.isfinite(dq).all():
+            raise ValueError(f"joint targets must be 7 finite numbers, got {q_target!r}")
+        jac = self.jacobian()
+        posture = IK_POSTURE_GAIN * (self.home - q)
+        err = jac @ dq + IK_DAMPING**2 * np.linalg.solve(jac @ jac.T, jac @ (dq - posture))
+        max_lin, max_rot = MAX_LINEAR_SPEED * control_dt, MAX_ANGULAR_SPEED * control_dt
+        return np.concatenate([np.clip(err[:3], -max_lin, max_lin), np.clip(err[3:], -max_rot, max_rot)])
 
     def joint_position_target(self, target: np.ndarray, control_dt: float) -> np.ndarray:
         """A `joint_pos` action's arm targets, limited to one control step of URDF joint speed and the limits."""
