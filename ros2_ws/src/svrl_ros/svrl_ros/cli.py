@@ -52,6 +52,46 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="tiny", help="preset of the random policy (without --ckpt)")
     p.add_argument("--ckpt", default=None, help="bench this checkpoint instead of a random policy")
     p.set_defaults(handler=_handle_bench_serve)
+    register_bench_chunks(bench_sub)
+
+
+def register_bench_chunks(bench_sub: argparse._SubParsersAction) -> None:
+    """Add `svrl bench chunks` (svrl_ros/bench_chunks.py, imported only when it runs)."""
+    p = bench_sub.add_parser(
+        "chunks",
+        help="real-time sim graph: states the arm had no command for at chunk boundaries, sync vs async "
+        "inference and each blending",
+        description="Run the sim graph in real time (sim_node timing realtime, arm_controller on its timer) "
+        "and, per configuration, one goal: count the sim states no command answered, the states skipped where "
+        "a new chunk took over, and the commanded joint-velocity jumps at boundaries. Progress on stderr.",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    p.add_argument("--steps", type=int, default=80, help="control periods per goal (>= 16)")
+    p.add_argument(
+        "--latencies", type=float, nargs="+", default=[0.0, 0.3],
+        help="seconds added to every inference (policy_server simulated_latency_s), one goal each",
+    )  # fmt: skip
+    p.add_argument(
+        "--trigger", default="timer", choices=("timer", "joint_states"),
+        help="arm_controller trigger: timer (a robot) or joint_states (one cycle per state: exact counts)",
+    )  # fmt: skip
+    p.add_argument("--ckpt", default=None, help="a checkpoint instead of the calm random debug policy")
+    p.set_defaults(handler=_handle_bench_chunks)
+
+
+def _handle_bench_chunks(args: argparse.Namespace) -> int:
+    import json
+
+    from svrl_ros.bench_chunks import format_table, run_chunks_bench
+
+    if args.steps < 16:
+        print("svrl bench chunks: --steps must be >= 16", file=sys.stderr)
+        return 2
+    report = run_chunks_bench(
+        steps=args.steps, latencies=args.latencies, trigger=args.trigger, ckpt=args.ckpt
+    )
+    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return 0
 
 
 def _handle_bench_serve(args: argparse.Namespace) -> int:
