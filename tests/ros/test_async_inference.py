@@ -1,0 +1,99 @@
+"""Asynchronous inference keeps a real-time arm busy at chunk boundaries; synchronous inference cannot.
+
+The DDS test runs the whole sim graph in real time (`svrl up --profile sim`, sim_node `timing: realtime`)
+with a policy made deliberately slow in a controlled way (`simulated_latency_s` 0.3 s, three control
+periods, added to every inference), so the outcome does not hang on how loaded the machine is:
+synchronous inference must leave states without a command at every boundary (the chunk cannot arrive
+before the state after its predecessor's last action plus 0.3 s), while asynchronous inference starts
+the next chunk 7 steps before the end and has 0.4 s of slack. arm_controller runs one cycle per joint state
+(`trigger: joint_states`), so "no command for a state" is an exact count, not a timing judgement.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from svrl_ros.bench_chunks import (
+    ChunkProbe,
+    ChunkSeen,
+    GoalRecord,
+    Sample,
+    boundary_metrics,
+    graph_overrides,
+    start_graph,
+    stop_process,
+)
+
+from tests.ros.graph_harness import sim_instruction
+
+P = 100_000_000
+
+
+def _sample(arrived: float, k: int, value: float) -> Sample:
+    return Sample(arrived, k * P, np.full(7, value))
+
+
+def test_metrics_count_gaps_holds_and_jumps() -> None:
+    """Two chunks of 4; the second lands after state 4 went unanswered (a one-period gap)."""
+    record = GoalRecord(
+        states=[_sample(0.1 * k, k, 0.0) for k in range(0, 12)],
+        chunks=[ChunkSeen(0.0, 0, 4), ChunkSeen(0.45, 4, 4)],
+        commands=[_sample(0.1 * k + 0.01, k, 0.01 * k) for k in range(0, 4)]
+        + [_sample(0.51, 5, 0.05), _sample(0.61, 6, 0.06), _sample(0.71, 7, 0.07)]
+        + [_sample(0.81, 7, 0.07)]  # a re-send for state 7: dropped
+        + [_sample(0.91, 9, 0.5), _sample(1.01, 10, 0.5)],  # holds: one latched target repeated
+    )
+    m = boundary_metrics(record, P)
+    assert m["commands"] == 7 and m["chunks"] == 2
+    assert m["periods"] == 8 and m["without_command"] == 1  # states 0..7, state 4 unanswered
+    assert m["boundaries"] == [1] and m["boundary_gap_total"] == 1 and m["boundary_gap_max"] == 1
+    # a steady ramp: the commanded velocity never changes, across the gap too (velocity per elapsed time)
+    assert m["jump_boundary_rad_s2"]["max"] == pytest.approx(0.0, abs=1e-9)
+    assert m["jump_other_rad_s2"]["max"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_metrics_seamless_takeover_has_no_gap() -> None:
+    record = GoalRecord(
+        states=[_sample(0.1 * k, k, 0.0) for k in range(0, 8)],
+        chunks=[ChunkSeen(0.0, 0, 8), ChunkSeen(0.25, 1, 8)],
+        commands=[_sample(0.1 * k + 0.01, k, 0.01 * k * k) for k in range(0, 8)],
+    )
+    m = boundary_metrics(record, P)
+    assert (m["without_command"], m["boundaries"]) == (0, [0])
+    assert m["jump_other_rad_s2"]["median"] == pytest.approx(np.linalg.norm(np.full(7, 0.02)) / 0.01)
+
+
+@pytest.mark.ros
+@pytest.mark.timeout(300)
+def test_async_inference_leaves_no_state_without_a_command_where_sync_does(
+    processes, graph_checkpoint: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "stack.log"
+    overrides = graph_overrides(graph_checkpoint, "none", "joint_states")
+    proc = start_graph(processes.start_python, [*overrides, "policy_server.async_lead_steps=7"], log)
+    probe = None
+    try:
+        probe = ChunkProbe()
+        probe.wait_for_graph(proc, log)
+        results = {}
+        for inference in ("sync", "async"):
+            probe.set_parameters(inference=inference, simulated_latency_s=0.3)
+            record = probe.run_goal(sim_instruction(0), 40)
+            assert record.reason.startswith("max_steps") and record.steps == 40, (
+                record.reason,
+                log.read_text()[-3000:],
+            )
+            results[inference] = boundary_metrics(record)
+    finally:
+        if probe is not None:
+            probe.close()
+        stop_process(proc)
+    sync, async_ = results["sync"], results["async"]
+    # sync: 5 chunks of 8, and at each of the 4 boundaries the arm had nothing for at least one state
+    assert sync["chunks"] == 5 and len(sync["boundaries"]) == 4, sync
+    assert min(sync["boundaries"]) >= 1 and sync["without_command"] >= 4, sync
+    # async: more, overlapping chunks; every one took over with no state left unanswered
+    assert async_["chunks"] > 5 and len(async_["boundaries"]) >= 4, async_
+    assert async_["boundary_gap_total"] == 0 and async_["without_command"] == 0, async_
