@@ -379,6 +379,35 @@ def test_an_aborted_policy_goal_falls_back_to_hold(graph_checkpoint: Path, tmp_p
 
 
 # ---------------------------------------------------------------------------------------------- done-when
+def test_svrl_up_teleop_serves_the_markers(processes, graph_checkpoint: Path, tmp_path: Path) -> None:
+    """`svrl up --profile teleop` on pip alone: the whole graph but RViz, and the markers are served."""
+    import signal
+
+    log = tmp_path / "up.log"
+    stack = processes.start_python(
+        "-m", "svrl_trainer.cli", "up", "--profile", "teleop", "--checkpoint", str(graph_checkpoint),
+        "--set", "sim_node.image_size=32", "--set", "policy_server.backend=onnx", log=log,
+    )  # fmt: skip
+    probe = GraphProbe("up_probe")
+    try:
+        client = MarkerClient(probe.node, client_id="up_client")
+        client.initialise(120.0)
+        assert {TOOL_TARGET, TOOL_MEASURED} <= set(client.markers)
+        wait_until(
+            lambda: "[policy]" in client.marker(TOOL_TARGET).description, HANG_GUARD_S, "the arm mode", log
+        )
+        probe.wait_for_server(HANG_GUARD_S, log)  # the policy is there to hand the arm back to
+    finally:
+        probe.close()
+    stack.send_signal(signal.SIGINT)
+    assert stack.wait(timeout=30) == 0, log_tail(log)
+    text = log.read_text()
+    assert (
+        "skipped (need a full ROS 2 install" in text and "rviz2" in text and "robot_state_publisher" in text
+    )
+    assert "[teleop_marker]" in text and "tf2_msgs is not installed" in text
+
+
 @pytest.mark.slow
 def test_a_scripted_operator_finishes_the_lift_task_by_dragging(processes, ros_env, tmp_path: Path) -> None:
     """scripts/teleop_drag_demo.py: through the marker protocol only, the cube is lifted (sim success)."""

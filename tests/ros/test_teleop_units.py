@@ -4,6 +4,7 @@ the RViz layout and the teleop profile."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -202,7 +203,7 @@ def test_abort_watch_reports_each_new_abort_once_and_skips_history() -> None:
 
 # ---------------------------------------------------------------------------------------------- files
 def test_rviz_layout_parses_and_shows_the_markers_cameras_and_robot() -> None:
-    from svrl_ros.stack import load_profile
+    from svrl_ros.stack import load_profile, node_parameters
 
     from tests.conftest import REPO_ROOT
 
@@ -221,3 +222,8 @@ def test_rviz_layout_parses_and_shows_the_markers_cameras_and_robot() -> None:
     by_key = {n.key: n for n in profile.nodes}
     assert by_key["rviz2"].full_ros_only and by_key["robot_state_publisher"].full_ros_only
     assert not by_key["teleop_marker"].full_ros_only and by_key["sim_node"].parameters["timing"] == "lockstep"
+    flag, rviz_file = by_key["rviz2"].arguments  # `$(share)` resolved to the package's folder
+    assert (
+        flag == "-d" and Path(rviz_file).is_file() and yaml.safe_load(Path(rviz_file).read_text()) == layout
+    )
+    assert "<robot" in node_parameters(profile, by_key["robot_state_publisher"])["robot_description"]

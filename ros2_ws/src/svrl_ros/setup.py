@@ -21,6 +21,7 @@ setup(
         (f"share/{PACKAGE}/launch/profiles", glob("launch/profiles/*.yaml")),
         (f"share/{PACKAGE}/urdf", glob("urdf/*.urdf") + glob("urdf/*.xacro")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
@@ -34,6 +35,8 @@ setup(
             "policy_server = svrl_ros.policy_server:main",
             "sim_node = svrl_ros.sim_node:main",
             "arm_controller = svrl_ros.arm_controller:main",
+            "teleop_marker = svrl_ros.teleop_marker:main",
+            "camera_node = svrl_ros.camera_node:main",
         ],
     },
 )

@@ -33,6 +33,8 @@ _NODE_KEYS = {
 _PROFILE_KEYS = {"description", "use_sim_time", "nodes", "robot_description", "svrl_up_note"}
 # A parameter whose value is exactly this string gets the profile's robot description (URDF text).
 ROBOT_DESCRIPTION_PARAM = "$(robot_description)"
+# In a node's arguments, this stands for the svrl_ros share folder: `-d $(share)/rviz/teleop.rviz`.
+SHARE_ARGUMENT = "$(share)"
 # Nodes of this group are cameras: `camera_driver` chooses svrl's camera_node or realsense-ros for them.
 CAMERA_GROUP = "cameras"
 CAMERA_DRIVERS = {
@@ -276,11 +278,16 @@ def _node_spec(path: Path, key: Any, settings: Any) -> NodeSpec:
         namespace=settings.get("namespace", "") or "",
         parameters=dict(parameters),
         remappings={str(k): str(v) for k, v in (settings.get("remappings") or {}).items()},
-        arguments=tuple(str(a) for a in arguments),
+        arguments=tuple(_resolve_share(str(a)) for a in arguments),
         full_ros_only=full_ros_only,
         parameter_files=tuple(parameter_files),
         group=group,
     )
+
+
+def _resolve_share(argument: str) -> str:
+    """`$(share)/rviz/x.rviz` -> an absolute path in the svrl_ros share folder (source tree or install)."""
+    return argument.replace(SHARE_ARGUMENT, str(share_dir())) if SHARE_ARGUMENT in argument else argument
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
