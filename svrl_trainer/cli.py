@@ -20,6 +20,7 @@ _TOP_LEVEL_REGISTRARS: list[tuple[str, str]] = [
     ("svrl_trainer.sft_cli", "register"),
     ("svrl_ros.cli", "register"),
     ("svrl_ros.graph_check", "register"),
+    ("svrl_ros.record_cli", "register"),
     ("svrl_trainer.demo", "register"),
     ("svrl_trainer.commands", "register"),
 ]

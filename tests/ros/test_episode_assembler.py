@@ -251,6 +251,11 @@ def test_close_keeps_the_open_episode_and_an_empty_session_writes_nothing(tmp_pa
     rng = np.random.default_rng(4)
     session = RecordingSession(tmp_path / "ds", "wipe", split="service", default_mode="teleop")
     arm = ArmSim(mode="teleop")
+    ok, message = session.start_episode()
+    assert not ok and "nothing heard yet from joint_states, camera main, camera wrist" in message
+    for cam in session.assembler.cameras:
+        session.assembler.add_image(cam, 0, _image(0))
+    session.assembler.add_joint_state(0, arm.q, arm.finger)
     assert session.start_episode()[0] and not session.start_episode()[0]
     for a in _actions(rng, 4):
         arm.step(session.assembler, a, source="teleop")

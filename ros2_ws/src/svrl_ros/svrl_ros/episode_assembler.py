@@ -31,10 +31,12 @@ import itertools
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from svrl_sim.kinematics import ArmKinematics, gripper_command
+if TYPE_CHECKING:  # MuJoCo is imported when an assembler is built, not by `svrl --help`
+    from svrl_sim.kinematics import ArmKinematics
 
 MODE_POLICY = "policy"
 MODE_TELEOP = "teleop"
@@ -116,6 +118,8 @@ class EpisodeAssembler:
         default_mode: str | None = None,
         kinematics: ArmKinematics | None = None,
     ) -> None:
+        from svrl_sim.kinematics import ArmKinematics, gripper_command
+
         if not period_s > 0:
             raise ValueError(f"period_s must be > 0, got {period_s}")
         tolerance = period_s / 2 if image_tolerance_s is None else image_tolerance_s
@@ -132,6 +136,7 @@ class EpisodeAssembler:
         self.mode: str | None = None
         self.default_mode = default_mode
         self.kinematics = kinematics if kinematics is not None else ArmKinematics()
+        self._gripper_command = gripper_command
         self._images: dict[str, deque[tuple[int, np.ndarray]]] = {
             c: deque(maxlen=IMAGE_HISTORY) for c in self.cameras
         }
@@ -143,11 +148,19 @@ class EpisodeAssembler:
         self._waiting_gripper: _Command | None = None  # a trajectory that overtook its gripper command
         self._pending: list[_Command] = []
         self._used_stamps: set[int] = set()
+        self._heard: set[str] = set()  # inputs that delivered at least one usable message
         self.recording = False
         self.frames: list[RecordedFrame] = []
         self.dropped: Counter = Counter()
 
     # ------------------------------------------------------------------------------------ episodes
+    def missing_inputs(self) -> list[str]:
+        """Inputs nothing was heard from yet: an episode started now would record no frames."""
+        needed = ["joint_states", *(f"camera {c}" for c in self.cameras)]
+        if self.default_mode is None:
+            needed.append("arm mode")
+        return [n for n in needed if n not in self._heard]
+
     def start_episode(self) -> None:
         """Frames are collected from the next command on; anything older is not part of the episode."""
         self.recording = True
@@ -186,6 +199,7 @@ class EpisodeAssembler:
                 f"{self.image_shape[1]}x{self.image_shape[0]} (fixed by its first image)",
             )
         self._images[camera].append((int(stamp_ns), image))
+        self._heard.add(f"camera {camera}")
         self._resolve(final=False)
         return None
 
@@ -197,6 +211,7 @@ class EpisodeAssembler:
                 self._joints.pop(self._joint_order.popleft(), None)
         self._joints[stamp_ns] = (np.asarray(arm_q, np.float64), np.asarray(finger_q, np.float64))
         self._newest_joint_ns = max(self._newest_joint_ns, stamp_ns)
+        self._heard.add("joint_states")
         self._resolve(final=False)
 
     def add_gripper_command(self, finger: float) -> str | None:
@@ -241,6 +256,7 @@ class EpisodeAssembler:
 
     def set_mode(self, mode: str) -> None:
         self.mode = mode
+        self._heard.add("arm mode")
 
     def refuse(self, reason: str, message: str) -> str:
         """Count a message that could not be used (the node logs `message`)."""
@@ -289,7 +305,7 @@ class EpisodeAssembler:
             delta = self.kinematics.ee_delta_from_target(c.arm, self.period_s)
         except (ValueError, np.linalg.LinAlgError):
             return "action_unrecoverable"
-        action = np.concatenate([delta, [gripper_command(c.finger)]]).astype(np.float32)
+        action = np.concatenate([delta, [self._gripper_command(c.finger)]]).astype(np.float32)
         self.frames.append(RecordedFrame(c.stamp_ns, images, proprio, action, c.mode))
         return ""
 

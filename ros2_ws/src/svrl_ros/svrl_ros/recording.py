@@ -25,9 +25,8 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from svrl_policy.dataset import INFO_PATH, DatasetError, DatasetWriter
 from svrl_policy.features import ACTION_SPACE_EE_DELTA
 from svrl_ros.episode_assembler import (
     CONTROL_CODES,
@@ -36,6 +35,9 @@ from svrl_ros.episode_assembler import (
     Episode,
     EpisodeAssembler,
 )
+
+if TYPE_CHECKING:  # pyarrow and MuJoCo load when a session starts, not when `svrl --help` lists it
+    from svrl_policy.dataset import DatasetWriter
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,8 @@ class RecordingSession:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if keep not in KEEPS:
             raise ValueError(f"keep must be one of {KEEPS}, got {keep!r}")
+        from svrl_policy.dataset import INFO_PATH, DatasetError
+
         if not instruction or not instruction.strip():
             raise ValueError("instruction must be a non-empty string (the task the demonstrations show)")
         self.out = Path(out).absolute()
@@ -126,6 +130,12 @@ class RecordingSession:
             return False, "the recording is closed"
         if self.episode_open:
             return False, f"an episode is already being recorded ({len(self.assembler.frames)} frames)"
+        missing = self.assembler.missing_inputs()
+        if missing and self.split == "service":
+            return (
+                False,
+                f"not ready: nothing heard yet from {', '.join(missing)} (is the robot graph running?)",
+            )
         self.assembler.start_episode()
         self._episode_goal_status = ""
         return True, "recording an episode"
@@ -176,6 +186,8 @@ class RecordingSession:
         )
 
     def _open_writer(self, arrays: dict[str, Any]) -> DatasetWriter:
+        from svrl_policy.dataset import DatasetWriter
+
         h, w = next(iter(arrays["images"].values())).shape[1:3]
         writer = DatasetWriter(
             self.out,
@@ -212,7 +224,9 @@ class RecordingSession:
                     events.append(self.stop_episode()[1])
                 self.start_episode()
                 self._goal = goal_id
-                events.append(f"goal {goal_id[:8]} executing: recording")
+                missing = self.assembler.missing_inputs()
+                note = f" (nothing heard yet from {', '.join(missing)})" if missing else ""
+                events.append(f"goal {goal_id[:8]} executing: recording{note}")
         events += self.tick(now_s)
         return events
 

@@ -37,6 +37,10 @@ ARM_MODE = "svrl/arm_mode"
 ESTOP = "svrl/estop"
 RESET_ESTOP = "svrl/reset_estop"
 CONFIRM_SUCCESS = "svrl/confirm_success"
+# episode_recorder (`svrl record`): start / stop (keep) / discard an episode, std_srvs/Trigger each.
+RECORD_START = "svrl/record/start_episode"
+RECORD_STOP = "svrl/record/stop_episode"
+RECORD_DISCARD = "svrl/record/discard_episode"
 DIAGNOSTICS = "/diagnostics"
 
 SIM_RESET = "sim/reset_episode"
