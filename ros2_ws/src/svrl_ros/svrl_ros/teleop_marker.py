@@ -306,6 +306,14 @@ class TeleopMarker(Node):
         elif event == InteractiveMarkerFeedback.MOUSE_DOWN and teleop:
             self._motion.start_drag(now)
         elif event == InteractiveMarkerFeedback.POSE_UPDATE and teleop:
+            if fb.header.frame_id not in ("", BASE_FRAME):  # no tf2 here to transform it: refuse, hold
+                self.get_logger().warning(
+                    f"ignored a drag in frame {fb.header.frame_id!r} (the handle lives in {BASE_FRAME!r}); the "
+                    "arm holds",
+                    throttle_duration_sec=2.0,
+                )
+                self._end_drag()
+                return
             position, quaternion = pose_arrays(fb.pose)
             try:
                 self._motion.drag_to(position, quaternion, now)
