@@ -54,6 +54,16 @@ def test_metrics_count_gaps_holds_and_jumps() -> None:
     assert m["jump_other_rad_s2"]["max"] == pytest.approx(0.0, abs=1e-9)
 
 
+def test_metrics_count_one_stall_once_however_many_chunks_land_in_it() -> None:
+    record = GoalRecord(
+        states=[_sample(0.1 * k, k, 0.0) for k in range(0, 12)],
+        chunks=[ChunkSeen(0.0, 0, 4), ChunkSeen(0.52, 4, 4), ChunkSeen(0.58, 5, 4)],
+        commands=[_sample(0.1 * k + 0.01, k, 0.01 * k) for k in (0, 1, 2, 3, 6, 7, 8)],
+    )
+    m = boundary_metrics(record, P)
+    assert (m["without_command"], m["boundaries"], m["boundary_gap_total"]) == (2, [2], 2)
+
+
 def test_metrics_seamless_takeover_has_no_gap() -> None:
     record = GoalRecord(
         states=[_sample(0.1 * k, k, 0.0) for k in range(0, 8)],

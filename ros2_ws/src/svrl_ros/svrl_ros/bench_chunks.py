@@ -292,15 +292,16 @@ def boundary_metrics(record: GoalRecord, period_ns: int = PERIOD_NS) -> dict[str
     answered = {c.stamp_ns for c in commands}
     without = [s for s in states if s not in answered]
 
-    gaps, boundary_stamps = [], set()
+    # One boundary per pair of commands a new chunk arrived between (several chunks landing in one stall
+    # are one stall).
+    pairs: dict[int, int] = {}
     for chunk in record.chunks[1:]:
         before = [c for c in commands if c.arrived_s < chunk.arrived_s]
         after = [c for c in commands if c.arrived_s >= chunk.arrived_s]
-        if not before or not after:
-            continue
-        prev, nxt = before[-1].stamp_ns, after[0].stamp_ns
-        gaps.append(max(0, round((nxt - prev) / period_ns) - 1))
-        boundary_stamps.add(nxt)
+        if before and after:
+            pairs[after[0].stamp_ns] = before[-1].stamp_ns
+    gaps = [max(0, round((nxt - prev) / period_ns) - 1) for nxt, prev in sorted(pairs.items())]
+    boundary_stamps = set(pairs)
 
     period_s = period_ns / 1e9
     jumps_boundary, jumps_other = [], []
