@@ -195,7 +195,9 @@ class LearnedDriver(Driver):
     def __init__(self, server: PolicyServer) -> None:
         self._server = server
         self._log = server.get_logger()
-        self.store = ObservationStore()
+        self.store = ObservationStore(
+            image_tolerance_ns=round(server._param("image_stamp_tolerance_s") * 1e9)
+        )
         self._policy: LearnedPolicy | None = None
         self._loading: str | None = None
         self.chunk_timings: deque[ChunkTiming] = deque(maxlen=1024)  # instrumentation, newest last

@@ -45,11 +45,22 @@ class StatusSample:
 
 
 class ObservationStore:
-    """Thread-safe, bounded per-stamp storage of the three streams, with waits on arrival."""
+    """Thread-safe, bounded per-stamp storage of the three streams, with waits on arrival.
 
-    def __init__(self, cameras: tuple[str, ...] = ("main", "wrist"), keep: int = 64) -> None:
+    An observation is keyed by its joint state's stamp. `image_tolerance_ns` = 0 (simulators: every state
+    carries one stamp) pairs it only with images of exactly that stamp; above 0 (cameras with their own
+    clocks: a real robot, recorded cameras) each camera's image nearest in stamp within the tolerance is
+    taken (the earlier on a tie), among the images received so far.
+    """
+
+    def __init__(
+        self, cameras: tuple[str, ...] = ("main", "wrist"), keep: int = 64, image_tolerance_ns: int = 0
+    ) -> None:
+        if image_tolerance_ns < 0:
+            raise ValueError(f"image_tolerance_ns must be >= 0, got {image_tolerance_ns}")
         self.cameras = tuple(cameras)
         self._keep = keep
+        self.image_tolerance_ns = int(image_tolerance_ns)
         self._cond = threading.Condition()
         self._images: dict[str, OrderedDict[int, np.ndarray]] = {c: OrderedDict() for c in self.cameras}
         self._joints: OrderedDict[int, JointReading] = OrderedDict()
@@ -103,14 +114,28 @@ class ObservationStore:
         self._cond.notify_all()
 
     # ---------------------------------------------------------------------------------------- queries
+    def _image_stamp(self, camera: str, stamp_ns: int) -> int | None:
+        """Stamp of `camera`'s image paired with the joint state at `stamp_ns` (see the class docstring)."""
+        images = self._images[camera]
+        if stamp_ns in images:
+            return stamp_ns
+        tolerance = self.image_tolerance_ns
+        if tolerance <= 0:
+            return None
+        near = [s for s in images if abs(s - stamp_ns) <= tolerance]
+        return min(near, key=lambda s: (abs(s - stamp_ns), s)) if near else None
+
     def observation_at(self, stamp_ns: int) -> Observation | None:
-        """Both images and the joint state at exactly this stamp, or None."""
+        """Both images and the joint state at this stamp (images within the tolerance), or None."""
         with self._cond:
             joints = self._joints.get(stamp_ns)
-            images = {c: self._images[c].get(stamp_ns) for c in self.cameras}
-            if joints is None or any(v is None for v in images.values()):
+            if joints is None:
                 return None
-            return Observation(stamp_ns, images, joints)  # type: ignore[arg-type]
+            stamps = {c: self._image_stamp(c, stamp_ns) for c in self.cameras}
+            if any(s is None for s in stamps.values()):
+                return None
+            images = {c: self._images[c][s] for c, s in stamps.items()}
+            return Observation(stamp_ns, images, joints)
 
     def newest_observation(self, min_stamp_ns: int = -1) -> Observation | None:
         """The newest complete observation with stamp >= min_stamp_ns."""
@@ -130,13 +155,17 @@ class ObservationStore:
         measured from (`svrl bench serve`).
         """
         with self._cond:
-            times = [self._arrived.get(s, {}).get(stamp_ns) for s in (*self.cameras, JOINT_STATES_KEY)]
-            return None if any(t is None for t in times) else max(times)  # type: ignore[type-var]
+            stamps = {c: self._image_stamp(c, stamp_ns) for c in self.cameras}
+            stamps[JOINT_STATES_KEY] = stamp_ns
+            times = [self._arrived.get(k, {}).get(s) for k, s in stamps.items() if s is not None]
+            if len(times) < len(stamps) or any(t is None for t in times):
+                return None
+            return max(times)  # type: ignore[type-var]
 
     def missing_at(self, stamp_ns: int) -> list[str]:
         """What an observation at this stamp still lacks, named by stream (for the abort reason)."""
         with self._cond:
-            missing = [f"{c} image" for c in self.cameras if stamp_ns not in self._images[c]]
+            missing = [f"{c} image" for c in self.cameras if self._image_stamp(c, stamp_ns) is None]
             if stamp_ns not in self._joints:
                 missing.append(JOINT_STATES_KEY)
             return missing

@@ -274,6 +274,17 @@ class PolicyServer(Node):
             ),
         )
         declare(
+            "image_stamp_tolerance_s",
+            0.0,
+            _descriptor(
+                "learned: pair a joint state with each camera's image nearest in stamp within this many seconds "
+                "(0: only the same stamp, as sim_node gives; cameras with their own clock need about half "
+                'a camera frame period or more, docs/robot_graph.md "Time")',
+                read_only=True,
+                floating_point_range=_float_range(0.0, 10.0),
+            ),
+        )
+        declare(
             "reset_sim",
             False,
             _descriptor(
