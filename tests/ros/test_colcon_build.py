@@ -46,9 +46,12 @@ def test_colcon_builds_and_installs_the_workspace(tmp_path: Path) -> None:
         "launch/svrl.launch.py",
         "launch/profiles/sim_expert.yaml",
         "urdf/svrl_arm.urdf",
+        "launch/profiles/teleop.yaml",
+        "rviz/teleop.rviz",
     ):
         assert (share / relative).is_file(), relative
-    assert os.access(install / "svrl_ros" / "lib" / "svrl_ros" / "policy_server", os.X_OK)
+    for executable in ("policy_server", "teleop_marker"):
+        assert os.access(install / "svrl_ros" / "lib" / "svrl_ros" / executable, os.X_OK), executable
     assert (install / "share" / "ament_index" / "resource_index" / "packages" / "svrl_ros").exists() or (
         install / "svrl_ros" / "share" / "ament_index" / "resource_index" / "packages" / "svrl_ros"
     ).exists()
