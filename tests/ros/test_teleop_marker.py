@@ -24,6 +24,7 @@ from std_msgs.msg import String  # noqa: E402
 from svrl_interfaces.msg import ActionChunk  # noqa: E402
 from svrl_ros import topics  # noqa: E402
 from svrl_ros.marker_client import MarkerClient  # noqa: E402
+from svrl_ros.safety_filter import DEFAULT_WORKSPACE_MAX, DEFAULT_WORKSPACE_MIN  # noqa: E402
 from svrl_ros.stack import load_profile, node_command, params_file_content  # noqa: E402
 from svrl_ros.teleop_markers import (  # noqa: E402
     GRIPPER_CONTROL,
@@ -253,6 +254,10 @@ def test_drag_moves_the_arm_only_in_teleop_mode_within_the_limits(operator: Oper
         measured = {s.stamp_ns: s.values for s in probe.joint_states}
     steps = [np.abs(p.values - measured[p.stamp_ns]) for p in points if p.stamp_ns in measured]
     assert steps and max(float((s / (velocity * PERIOD_S)).max()) for s in steps) <= 1.0 + 1e-9
+    for p in points:  # every commanded tool position inside arm_controller's workspace box
+        op.kin.set_joint_positions(p.values)
+        tool = op.kin.tool_pose().position
+        assert (tool >= DEFAULT_WORKSPACE_MIN).all() and (tool <= DEFAULT_WORKSPACE_MAX).all(), tool
     op.check_protocol()
 
 
