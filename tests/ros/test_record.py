@@ -21,11 +21,23 @@ rclpy = pytest.importorskip("rclpy")
 from std_srvs.srv import Trigger  # noqa: E402
 from svrl_interfaces.msg import ActionChunk  # noqa: E402
 from svrl_ros import topics  # noqa: E402
-from svrl_ros.conversions import float32_sequence, nanoseconds_to_stamp  # noqa: E402
+from svrl_ros.conversions import (  # noqa: E402
+    float32_sequence,
+    image_msg,
+    joint_state_msg,
+    nanoseconds_to_stamp,
+)
 from svrl_ros.stack import load_profile, node_command, params_file_content  # noqa: E402
 
 from svrl_policy.dataset import LeRobotDataset  # noqa: E402
-from tests.ros.graph_harness import GraphProbe, log_tail, sim_task, wait_future, wait_until  # noqa: E402
+from tests.ros.graph_harness import (  # noqa: E402
+    FUZZ_FRAME,
+    GraphProbe,
+    log_tail,
+    sim_task,
+    wait_future,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
 
@@ -102,6 +114,14 @@ def test_record_a_takeover_load_it_and_run_an_sft_step(processes, tmp_path: Path
         _run_chunk(probe, policy_pub, policy[:5], tmp_path / "arm_controller.log")
         assert probe.set_mode("teleop").success  # the operator takes over
         _run_chunk(probe, teleop_pub, teleop, tmp_path / "arm_controller.log")
+        # bad input mid-episode: an image of the wrong size, a joint state missing a joint; both refused
+        stamp = nanoseconds_to_stamp(probe.newest_state_ns())
+        probe.image_pubs["main"].publish(image_msg(np.zeros((16, 16, 3), np.uint8), stamp, FUZZ_FRAME))
+        probe.joint_pub.publish(joint_state_msg(["joint1"], [0.0], [0.0], stamp))
+        wait_until(
+            lambda: "the recording is 32x32" in log.read_text(), HANG_GUARD_S, "the image refusal", log
+        )
+        wait_until(lambda: "lacks joints" in log.read_text(), HANG_GUARD_S, "the joint state refusal", log)
         assert probe.set_mode("policy").success  # ... and hands back
         _run_chunk(probe, policy_pub, policy[5:], tmp_path / "arm_controller.log")
 
@@ -124,6 +144,8 @@ def test_record_a_takeover_load_it_and_run_an_sft_step(processes, tmp_path: Path
     assert np.all(np.diff(ds.proprio[:, 8:11], axis=0) != 0)
     meta = json.loads((out / "meta/svrl.json").read_text())
     assert meta["control_source_codes"] == {"0": "policy", "1": "teleop"}
+    dropped = meta["recording"]["dropped"]
+    assert dropped["image_wrong_size"] >= 1 and dropped["joint_states_bad"] >= 1, dropped
 
     from svrl_trainer.sft import SFTConfig, train_sft
 

@@ -13,6 +13,7 @@ On shutdown (Ctrl-C, SIGTERM) the open episode is closed and the dataset finalis
 
 from __future__ import annotations
 
+import math
 import time
 
 import rclpy
@@ -34,6 +35,7 @@ from svrl_sim import robot
 
 IMAGE_QUEUE = 20  # sensor-data QoS (best effort) matches any camera; a deeper queue rides out a slow write
 COMMAND_QUEUE = 50
+WARN_PERIOD_S = 2.0
 
 
 class EpisodeRecorder(Node):
@@ -68,6 +70,7 @@ class EpisodeRecorder(Node):
         self.create_timer(0.1, self._on_tick, clock=steady)
         self._progress_period_s = float(self.get_parameter("progress_period_s").value)
         self._last_progress = time.monotonic()
+        self._last_warning: dict[str, float] = {}
         s = self.session
         self.get_logger().info(
             f"recording {s.instruction!r} into {s.out}: split {s.split}, keep {s.keep}, {s.fps} Hz, cameras "
@@ -128,19 +131,23 @@ class EpisodeRecorder(Node):
         )
 
     # ------------------------------------------------------------------------------------ inputs
-    def _warn(self, message: str | None) -> None:
-        if message:
-            self.get_logger().warning(message, throttle_duration_sec=2.0)
+    def _warn(self, stream: str, message: str | None) -> None:
+        """Log a refusal, at most every WARN_PERIOD_S per input (rclpy would throttle all of them as one)."""
+        now = time.monotonic()
+        if message and now - self._last_warning.get(stream, -math.inf) >= WARN_PERIOD_S:
+            self._last_warning[stream] = now
+            self.get_logger().warning(f"{stream}: {message} (dropped and counted)")
 
     def _image_callback(self, camera: str):
         def callback(msg: Image) -> None:
             try:
                 image = image_from_msg(msg)
             except MessageError as error:
-                self._warn(self.session.assembler.refuse("image_bad", f"{camera}: {error}"))
+                self._warn(camera, self.session.assembler.refuse("image_bad", str(error)))
                 return
             self._warn(
-                self.session.assembler.add_image(camera, stamp_to_nanoseconds(msg.header.stamp), image)
+                camera,
+                self.session.assembler.add_image(camera, stamp_to_nanoseconds(msg.header.stamp), image),
             )
 
         return callback
@@ -150,26 +157,31 @@ class EpisodeRecorder(Node):
             arm = joint_positions(msg, robot.ARM_JOINTS)
             fingers = joint_positions(msg, robot.FINGER_JOINTS)
         except MessageError as error:
-            self._warn(self.session.assembler.refuse("joint_states_bad", str(error)))
+            self._warn("joint_states", self.session.assembler.refuse("joint_states_bad", str(error)))
             return
         self.session.assembler.add_joint_state(stamp_to_nanoseconds(msg.header.stamp), arm, fingers)
 
     def _on_gripper(self, msg: Float64MultiArray) -> None:
         if len(msg.data) < 1:
-            self._warn(self.session.assembler.refuse("command_bad", "gripper command carries no value"))
+            self._warn(
+                "gripper", self.session.assembler.refuse("command_bad", "gripper command carries no value")
+            )
             return
-        self._warn(self.session.assembler.add_gripper_command(float(msg.data[0])))
+        self._warn("gripper", self.session.assembler.add_gripper_command(float(msg.data[0])))
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         names = list(msg.joint_names)
         missing = [j for j in robot.ARM_JOINTS if j not in names]
         if missing or not msg.points or len(msg.points[0].positions) != len(names):
             reason = f"arm command lacks joints {missing}" if missing else "arm command has no usable point"
-            self._warn(self.session.assembler.refuse("command_bad", reason))
+            self._warn("arm command", self.session.assembler.refuse("command_bad", reason))
             return
         point = msg.points[0]  # arm_controller sends one point: the target for this control period
         targets = [point.positions[names.index(j)] for j in robot.ARM_JOINTS]
-        self._warn(self.session.assembler.add_arm_command(stamp_to_nanoseconds(msg.header.stamp), targets))
+        self._warn(
+            "arm command",
+            self.session.assembler.add_arm_command(stamp_to_nanoseconds(msg.header.stamp), targets),
+        )
 
     def _on_mode(self, msg: String) -> None:
         if msg.data != self.session.assembler.mode:
@@ -203,11 +215,12 @@ class EpisodeRecorder(Node):
         if now - self._last_progress >= self._progress_period_s:
             self._last_progress = now
             asm = self.session.assembler
-            current = (
-                f"episode open: {len(asm.frames)} frames ({sum(f.control == 'teleop' for f in asm.frames)} teleop)"
-                if asm.recording
-                else "no episode open"
-            )
+            if asm.recording:
+                teleop = sum(f.control == "teleop" for f in asm.frames)
+                drops = ", ".join(f"{k} {v}" for k, v in sorted(asm.dropped.items())) or "none"
+                current = f"episode open: {len(asm.frames)} frames ({teleop} teleop), dropped: {drops}"
+            else:
+                current = "no episode open"
             self.get_logger().info(f"{current}; kept so far: {self.session.summary.line()}")
 
 
