@@ -37,6 +37,7 @@ setup(
             "arm_controller = svrl_ros.arm_controller:main",
             "teleop_marker = svrl_ros.teleop_marker:main",
             "camera_node = svrl_ros.camera_node:main",
+            "episode_recorder = svrl_ros.episode_recorder:main",
         ],
     },
 )
