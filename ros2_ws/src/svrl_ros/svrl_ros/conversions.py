@@ -85,6 +85,44 @@ def camera_info_msg(width: int, height: int, fovy_deg: float, stamp, frame_id: s
     return msg
 
 
+def depth_image_msg(depth: np.ndarray, stamp, frame_id: str) -> Image:
+    """uint16[H, W] depth (device units, RealSense: mm) -> sensor_msgs/Image 16UC1, as realsense-ros sends it."""
+    if depth.dtype != np.uint16 or depth.ndim != 2:
+        raise MessageError(f"depth must be uint16[H, W], got {depth.dtype} {depth.shape}")
+    msg = Image()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = int(depth.shape[0]), int(depth.shape[1])
+    msg.encoding = "16UC1"
+    msg.is_bigendian = 0
+    msg.step = msg.width * 2
+    msg.data = np.ascontiguousarray(depth, dtype="<u2").tobytes()
+    return msg
+
+
+def intrinsics_camera_info_msg(
+    width: int,
+    height: int,
+    k: tuple[float, float, float, float],
+    distortion_model: str,
+    coeffs,
+    stamp,
+    frame_id: str,
+) -> CameraInfo:
+    """CameraInfo from calibrated intrinsics: k = (fx, fy, cx, cy), distortion `coeffs` as the model has them."""
+    fx, fy, cx, cy = (float(v) for v in k)
+    msg = CameraInfo()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.width, msg.height = int(width), int(height)
+    msg.distortion_model = distortion_model
+    msg.d = [float(c) for c in coeffs]
+    msg.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
+    msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    msg.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return msg
+
+
 def joint_state_msg(names, positions, velocities, stamp) -> JointState:
     msg = JointState()
     msg.header.stamp = stamp
