@@ -12,7 +12,7 @@ PYTHON ?= python3
 # Debian packages: GL for headless MuJoCo (EGL, with OSMesa as fallback), libusb for pyrealsense2,
 # a C/C++ toolchain and CMake for the ROS 2 interface package.
 APT_PACKAGES := libegl1 libgl1-mesa-dri libgbm1 libopengl0 libosmesa6 libusb-1.0-0 cmake g++ make
-EXTRAS ?= ros,ros-build,dist,dev
+EXTRAS ?= ros,ros-build,dist,dev,realsense
 export MUJOCO_GL ?= egl
 export OMP_NUM_THREADS ?= 1
 
