@@ -87,6 +87,12 @@ def _run_chunk(probe: GraphProbe, publisher, actions: np.ndarray, log: Path) -> 
     )
 
 
+def _heard_everything(log: Path) -> bool:
+    """The recorder's newest progress line no longer names an input it has not heard."""
+    lines = [line for line in log.read_text().splitlines() if "kept so far" in line]
+    return bool(lines) and "nothing heard yet" not in lines[-1]
+
+
 def test_record_a_takeover_load_it_and_run_an_sft_step(processes, tmp_path: Path) -> None:
     out = tmp_path / "demos"
     log = tmp_path / "record.log"
@@ -164,3 +170,62 @@ def test_record_a_takeover_load_it_and_run_an_sft_step(processes, tmp_path: Path
         )
     )
     assert np.isfinite(result.final_loss) and (result.checkpoint / "config.json").exists()
+
+
+def test_record_interventions_keeps_the_goal_an_operator_took_over(
+    processes, graph_checkpoint, tmp_path: Path
+) -> None:
+    """`--interventions`: one episode per ExecuteInstruction goal, written only when the operator took over;
+    the episode runs on past the goal's takeover abort, through the operator's chunk, to the hand-back."""
+    from svrl_interfaces.action import ExecuteInstruction
+
+    from tests.ros.graph_harness import sim_instruction, start_nodes
+
+    out = tmp_path / "fixes"
+    log = tmp_path / "record.log"
+    overrides = [f"policy_server.checkpoint={graph_checkpoint}", "policy_server.backend=onnx"]
+    start_nodes(processes, tmp_path, [*overrides, f"sim_node.image_size={IMAGE_SIZE}"])
+    command = ["-m", "svrl_trainer.cli", "record", "--out", str(out), "--instruction", INSTRUCTION]
+    recorder = processes.start_python(*command, "--interventions", "--progress-period-s", "0.5", log=log)
+    probe = GraphProbe("interventions_test")
+    graph_log = tmp_path / "policy_server.log"
+    try:
+        probe.wait_for_server(HANG_GUARD_S, graph_log)
+        assert probe.set_mode("policy").success
+        wait_until(lambda: _heard_everything(log), HANG_GUARD_S, "a recorder that heard every input", log)
+        # goal 1: the policy alone, to its step budget: recorded, not kept (no takeover)
+        probe.result(probe.send_goal(sim_instruction(0), max_steps=4, log=graph_log), log=graph_log)
+        wait_until(
+            lambda: "no_intervention" in log.read_text(), HANG_GUARD_S, "goal 1's episode dropped", log
+        )
+        # goal 2: the operator takes over mid-goal, moves the arm, hands back
+        before = len(probe.trajectories)
+        handle = probe.send_goal(sim_instruction(0), max_steps=200, log=graph_log)
+        wait_until(
+            lambda: len(probe.trajectories) >= before + 3, HANG_GUARD_S, "the policy moving", graph_log
+        )
+        assert probe.set_mode("teleop").success
+        _status, result = probe.result(handle, log=graph_log)
+        assert result.reason == ExecuteInstruction.Result.REASON_TAKEOVER, result
+        teleop = np.random.default_rng(1).uniform(-0.004, 0.004, size=(3, 7))
+        teleop[:, -1] = -1.0
+        teleop_pub = probe.node.create_publisher(ActionChunk, topics.TELEOP_CHUNK, 10)
+        wait_until(
+            teleop_pub.get_subscription_count, HANG_GUARD_S, "arm_controller's teleop subscription", log
+        )
+        _run_chunk(probe, teleop_pub, teleop, tmp_path / "arm_controller.log")
+        assert probe.set_mode("policy").success  # hand back: the episode closes
+        wait_until(lambda: "episode 0 kept" in log.read_text(), HANG_GUARD_S, "the intervention kept", log)
+    finally:
+        probe.close()
+    recorder.send_signal(signal.SIGINT)
+    assert recorder.wait(timeout=HANG_GUARD_S) == 0, log_tail(log)
+
+    ds = LeRobotDataset(out)
+    assert ds.num_episodes == 1
+    control = ds.extra["control_source"]
+    assert control[0] == 0 and list(control[-3:]) == [1, 1, 1] and int(control.sum()) == 3
+    assert ds.episodes[0].metadata["takeovers"] == 1 and ds.episodes[0].metadata["goal_status"] == "aborted"
+    np.testing.assert_allclose(ds.actions[-3:], teleop.astype(np.float32), atol=1e-5)
+    meta = json.loads((out / "meta/svrl.json").read_text())
+    assert meta["recording"]["episodes_not_kept"] == {"no_intervention": 1}

@@ -221,6 +221,9 @@ class EpisodeRecorder(Node):
                 current = f"episode open: {len(asm.frames)} frames ({teleop} teleop), dropped: {drops}"
             else:
                 current = "no episode open"
+            missing = asm.missing_inputs()
+            if missing:
+                current += f" (nothing heard yet from {', '.join(missing)})"
             self.get_logger().info(f"{current}; kept so far: {self.session.summary.line()}")
 
 
