@@ -14,7 +14,7 @@ import pytest
 from svrl_sim import robot
 from svrl_sim._mj import mujoco
 from svrl_sim.env import SimEnv
-from svrl_sim.kinematics import ArmKinematics, finger_position, gripper_opening
+from svrl_sim.kinematics import ArmKinematics, finger_position, gripper_command, gripper_opening
 from svrl_sim.tasks import InitState, tasks_in_suite
 
 # The pre-move constants, written out: a change to the module's values must fail here too.
@@ -137,3 +137,19 @@ def test_gripper_mapping_round_trip_and_input_checks() -> None:
         kin.set_joint_positions(np.array([0.0, np.nan, 0, -2, 0, 2, 0]))
     with pytest.raises(RuntimeError, match="simulator"):
         SimEnv(image_size=32).kinematics.set_joint_positions(np.asarray(robot.HOME_Q))
+
+
+def test_ee_delta_from_target_inverts_the_ik_step() -> None:
+    """Recording turns commanded joint targets back into the action: exact wherever no limit clipped."""
+    kin = ArmKinematics()
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        q = np.clip(np.asarray(robot.HOME_Q) + rng.normal(scale=0.3, size=7), kin.q_lo + 0.2, kin.q_hi - 0.2)
+        kin.set_joint_positions(q)
+        action = rng.uniform(-1, 1, size=6) * np.r_[[0.02] * 3, [0.1] * 3]  # inside the speed limits
+        target = kin.ee_delta_target(action[:3], action[3:], control_dt=0.1)
+        np.testing.assert_allclose(kin.ee_delta_from_target(target, control_dt=0.1), action, atol=1e-12)
+    for g in (-1.0, -0.25, 0.0, 0.6, 1.0):
+        assert gripper_command(finger_position(g)) == pytest.approx(g, abs=1e-12)
+    with pytest.raises(ValueError, match="7 finite"):
+        kin.ee_delta_from_target(np.full(7, np.nan), control_dt=0.1)
