@@ -306,6 +306,8 @@ class EpisodeAssembler:
         except (ValueError, np.linalg.LinAlgError):
             return "action_unrecoverable"
         action = np.concatenate([delta, [self._gripper_command(c.finger)]]).astype(np.float32)
+        if not np.isfinite(action).all():  # a singular arm pose: the inverse is undefined
+            return "action_unrecoverable"
         self.frames.append(RecordedFrame(c.stamp_ns, images, proprio, action, c.mode))
         return ""
 
