@@ -234,6 +234,10 @@ def test_goals_split_keeps_interventions_until_the_handback(tmp_path: Path) -> N
     arm.core.set_mode("teleop")
     session.on_goal_statuses([("g2", GOAL_ABORTED)], t + 3)
     assert session.tick(t + 10) == [] and session.episode_open  # the operator still holds the arm
+    # a goal sent meanwhile (policy_server ends it at once) does not cut the intervention
+    assert "ignored" in session.on_goal_statuses([("g3", GOAL_EXECUTING)], t + 10)[0]
+    session.on_goal_statuses([("g3", GOAL_ABORTED)], t + 10)
+    assert session.episode_open
     for a in _actions(rng, 3):
         arm.step(session.assembler, a, source="teleop")
     session.assembler.set_mode("policy")

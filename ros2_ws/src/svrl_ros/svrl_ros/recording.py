@@ -117,6 +117,7 @@ class RecordingSession:
         self._goal: str | None = None  # id of the goal whose episode is open
         self._goal_end: tuple[float, str] | None = None  # (when, how) the open episode's goal ended
         self._finished_goals: set[str] = set()
+        self._ignored_goals: set[str] = set()
         self._episode_goal_status = ""
         self.closed = False
 
@@ -220,6 +221,13 @@ class RecordingSession:
                     self._episode_goal_status = GOAL_TERMINAL[code]
                     events.append(f"goal {goal_id[:8]} {GOAL_TERMINAL[code]}")
             elif code == GOAL_EXECUTING and goal_id != self._goal:
+                if self.assembler.mode == MODE_TELEOP and self.episode_open and self._goal is None:
+                    # policy_server ends a goal sent while the operator holds the arm at once: it must not
+                    # cut the intervention being recorded
+                    if goal_id not in self._ignored_goals:
+                        self._ignored_goals.add(goal_id)
+                        events.append(f"goal {goal_id[:8]} ignored: the operator holds the arm")
+                    continue
                 if self.episode_open:
                     events.append(self.stop_episode()[1])
                 self.start_episode()
