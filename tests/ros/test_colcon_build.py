@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(600)]
@@ -46,10 +47,16 @@ def test_colcon_builds_and_installs_the_workspace(tmp_path: Path) -> None:
         "launch/svrl.launch.py",
         "launch/profiles/sim_expert.yaml",
         "urdf/svrl_arm.urdf",
+        "launch/profiles/real.yaml",
+        "config/controllers.yaml",
         "launch/profiles/teleop.yaml",
         "rviz/teleop.rviz",
     ):
         assert (share / relative).is_file(), relative
+    # what the real profile's ros2_control_node loads, found the way an install finds it
+    assert "/**/joint_trajectory_controller" in yaml.safe_load(
+        (share / "config" / "controllers.yaml").read_text()
+    )
     for executable in ("policy_server", "teleop_marker"):
         assert os.access(install / "svrl_ros" / "lib" / "svrl_ros" / executable, os.X_OK), executable
     assert (install / "share" / "ament_index" / "resource_index" / "packages" / "svrl_ros").exists() or (
