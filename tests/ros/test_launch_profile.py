@@ -215,7 +215,7 @@ def test_launch_real_profile_starts_the_bring_up_with_its_files(launch_module) -
     nodes, _ = _launch(launch_module, profile="real", checkpoint="/opt/policy", log_level="warn")
     by_name = {(n.kwargs["namespace"], n.kwargs["name"]): n for n in nodes}
     assert set(by_name) == {
-        ("camera", "camera"), ("wrist_camera", "camera"), ("", "robot_state_publisher"),
+        ("", "camera"), ("", "wrist_camera"), ("", "robot_state_publisher"),
         ("", "controller_manager"), ("", "controller_spawner"), ("", "policy_server"), ("", "arm_controller"),
     }  # fmt: skip
     assert all(n.kwargs["ros_arguments"] == ["--log-level", "warn"] for n in nodes)
@@ -229,7 +229,15 @@ def test_launch_real_profile_starts_the_bring_up_with_its_files(launch_module) -
         and "mock_components/GenericSystem" in (rsp_params["robot_description"])
     )
     assert by_name[("", "policy_server")].kwargs["parameters"][-1]["checkpoint"] == "/opt/policy"
-    assert by_name[("camera", "camera")].kwargs["executable"] == "camera_node"
+    camera = by_name[("", "wrist_camera")]
+    assert camera.kwargs["executable"] == "camera_node"
+    assert (
+        camera.kwargs["parameters"][-1]["camera_namespace"],
+        camera.kwargs["parameters"][-1]["camera_name"],
+    ) == (
+        "wrist_camera",
+        "camera",
+    )  # camera_node's topics: wrist_camera/camera/color/image_raw, as topics.WRIST_CAMERA_IMAGE
     assert by_name[("", "arm_controller")].kwargs["remappings"] == [
         ("arm_controller/joint_trajectory", "joint_trajectory_controller/joint_trajectory")
     ]
@@ -254,7 +262,9 @@ def test_launch_real_profile_arguments_choose_drivers_and_namespace(launch_modul
         "arm_controller",
     }  # no robot_state_publisher, no ros2_control
     cameras = [n for n in started if n.kwargs["name"] == "camera"]
-    assert len(cameras) == 2 and all(
+    # realsense-ros publishes ~/color/...: its node is /<camera_namespace>/<camera_name> (rs_launch.py's naming)
+    assert sorted(c.kwargs["namespace"] for c in cameras) == ["camera", "wrist_camera"]
+    assert all(
         (c.kwargs["package"], c.kwargs["executable"]) == ("realsense2_camera", "realsense2_camera_node")
         for c in cameras
     )

@@ -191,6 +191,10 @@ def test_real_profile_bring_up_nodes_and_robot_description() -> None:
         False,
     )
     assert (arm["trigger"], arm["start_mode"]) == ("timer", "hold")
+    # the cameras publish where policy_server listens (realsense-ros v4 topic names)
+    cameras = [n.parameters for n in profile.nodes if n.group == "cameras"]
+    published = {f"{c['camera_namespace']}/{c['camera_name']}/color/image_raw" for c in cameras}
+    assert published == set(topics.CAMERA_IMAGE_TOPICS.values())
     assert arm["control_rate_hz"] == server["control_rate_hz"]
     assert profile.use_sim_time is False
 

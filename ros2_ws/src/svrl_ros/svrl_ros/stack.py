@@ -351,14 +351,30 @@ def apply_remaps(profile: StackProfile, remaps: list[str] | tuple[str, ...]) -> 
 def with_camera_driver(profile: StackProfile, driver: str) -> StackProfile:
     """Run the profile's `cameras` group on svrl's camera_node or on realsense-ros's node.
 
-    Both take realsense-ros v4 parameter names and topics, so only the package and executable change;
-    realsense2_camera is a C++ package of a full ROS 2 install, which `svrl up` cannot start.
+    Both take realsense-ros v4 parameter names and publish the same topics,
+    `<camera_namespace>/<camera_name>/color/...`. svrl's node builds them from those two parameters;
+    realsense-ros's node publishes `~/color/...`, so its node is named `<camera_name>` in namespace
+    `<camera_namespace>` (as its rs_launch.py does). realsense2_camera is a C++ package of a full ROS 2
+    install, which `svrl up` cannot start.
     """
     if driver not in CAMERA_DRIVERS:
         raise ProfileError(f"camera_driver {driver!r} is not one of {sorted(CAMERA_DRIVERS)}")
+    if driver == "svrl":
+        return profile
     package, executable = CAMERA_DRIVERS[driver]
     nodes = tuple(
-        replace(n, package=package, executable=executable, full_ros_only=driver != "svrl")
+        replace(
+            n,
+            package=package,
+            executable=executable,
+            full_ros_only=True,
+            name=str(n.parameters.get("camera_name", "camera")),
+            namespace="/".join(
+                part
+                for part in (n.namespace.strip("/"), str(n.parameters.get("camera_namespace", "camera")))
+                if part
+            ),
+        )
         if n.group == CAMERA_GROUP
         else n
         for n in profile.nodes
