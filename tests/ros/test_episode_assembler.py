@@ -194,6 +194,18 @@ def test_bad_input_is_dropped_and_counted_and_recorded_frames_stay() -> None:
     }
 
 
+def test_cameras_of_different_sizes_are_resized_when_asked() -> None:
+    asm = EpisodeAssembler(cameras=("main", "wrist"))
+    assert asm.add_image("main", 0, _image(0, size=16)) is None
+    assert "need an image size to resize to" in asm.add_image("wrist", 0, _image(0, size=8))
+    asm = EpisodeAssembler(cameras=("main", "wrist"), image_shape=(12, 12), resize=True)
+    for cam, size in (("main", 16), ("wrist", 8)):
+        assert asm.add_image(cam, 0, _image(200, size=size)) is None
+    assert asm.missing_inputs() == ["joint_states", "arm mode"]
+    frames = [img for cam in asm.cameras for _, img in asm._images[cam]]
+    assert all(f.shape == (12, 12, 3) and (f == 200).all() for f in frames)
+
+
 def test_commands_before_any_mode_is_known_are_dropped_unless_a_default_is_given() -> None:
     arm = ArmSim()
     asm = EpisodeAssembler()

@@ -115,6 +115,7 @@ class EpisodeAssembler:
         period_s: float = 0.1,
         image_tolerance_s: float | None = None,
         image_shape: tuple[int, int] | None = None,
+        resize: bool = False,
         default_mode: str | None = None,
         kinematics: ArmKinematics | None = None,
     ) -> None:
@@ -133,6 +134,9 @@ class EpisodeAssembler:
         self.period_s = float(period_s)
         self.tolerance_ns = round(tolerance * 1e9)
         self.image_shape = image_shape  # (H, W); fixed by the first image when None
+        if resize and image_shape is None:
+            raise ValueError("resize needs an image_shape to resize to")
+        self.resize = resize  # resize every image to image_shape (cameras of different sizes)
         self.mode: str | None = None
         self.default_mode = default_mode
         self.kinematics = kinematics if kinematics is not None else ArmKinematics()
@@ -192,11 +196,17 @@ class EpisodeAssembler:
             )
         if self.image_shape is None:
             self.image_shape = (int(image.shape[0]), int(image.shape[1]))
+        if self.resize and image.shape[:2] != self.image_shape:
+            from PIL import Image as PILImage
+
+            h, w = self.image_shape
+            image = np.asarray(PILImage.fromarray(image).resize((w, h), PILImage.Resampling.BILINEAR))
         if image.shape[:2] != self.image_shape:
             return self.refuse(
                 "image_wrong_size",
                 f"{camera} image is {image.shape[1]}x{image.shape[0]}, the recording is "
-                f"{self.image_shape[1]}x{self.image_shape[0]} (fixed by its first image)",
+                f"{self.image_shape[1]}x{self.image_shape[0]} (fixed by its first image; cameras of "
+                "different sizes need an image size to resize to)",
             )
         self._images[camera].append((int(stamp_ns), image))
         self._heard.add(f"camera {camera}")

@@ -103,6 +103,7 @@ class EpisodeRecorder(Node):
             "who controls the arm until svrl/arm_mode is heard ('' = nobody: not recorded)",
         )
         declare("overwrite", False, "replace an existing dataset in `out`")
+        declare("image_size", [0, 0], "[H, W]: resize every camera's images to this; [0, 0]: keep as sent")
         declare(
             "min_frames",
             1,
@@ -113,7 +114,7 @@ class EpisodeRecorder(Node):
 
     def _session_from_parameters(self) -> RecordingSession:
         names = ("out", "instruction", "task_name", "split", "keep", "control_rate_hz", "image_tolerance_s")
-        names += ("default_mode", "overwrite", "min_frames")
+        names += ("default_mode", "overwrite", "min_frames", "image_size")
         p = {name: self.get_parameter(name).value for name in names}
         if not p["out"] or not p["instruction"]:
             raise ValueError("parameters `out` and `instruction` are required")
@@ -128,6 +129,7 @@ class EpisodeRecorder(Node):
             task_name=p["task_name"] or None,
             overwrite=p["overwrite"],
             min_frames=p["min_frames"],
+            image_size=tuple(p["image_size"]) if all(v > 0 for v in p["image_size"]) else None,
         )
 
     # ------------------------------------------------------------------------------------ inputs

@@ -53,6 +53,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="who controls the arm until svrl/arm_mode is heard (an arm_controller that does not publish it)",
     )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="resize every camera's images to H x W (needed when the cameras differ in size; default: as sent)",
+    )
     p.add_argument("--min-frames", type=int, default=1, help="episodes with fewer frames are not written")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
     p.add_argument("--progress-period-s", type=float, default=5.0, help="a progress line this often (s)")
@@ -76,6 +84,7 @@ def _handle(args: argparse.Namespace) -> int:
             task_name=args.task_name,
             overwrite=args.overwrite,
             min_frames=args.min_frames,
+            image_size=tuple(args.image_size) if args.image_size else None,
         )
     except (ValueError, DatasetError) as error:
         print(f"svrl record: {error}", file=sys.stderr)

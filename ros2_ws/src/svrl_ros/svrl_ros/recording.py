@@ -84,6 +84,7 @@ class RecordingSession:
         task_name: str | None = None,
         overwrite: bool = False,
         min_frames: int = 1,
+        image_size: tuple[int, int] | None = None,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -110,7 +111,12 @@ class RecordingSession:
         self.overwrite = overwrite
         self.min_frames = max(1, int(min_frames))
         self.assembler = EpisodeAssembler(
-            cameras, period_s=1.0 / self.fps, image_tolerance_s=image_tolerance_s, default_mode=default_mode
+            cameras,
+            period_s=1.0 / self.fps,
+            image_tolerance_s=image_tolerance_s,
+            default_mode=default_mode,
+            image_shape=image_size,
+            resize=image_size is not None,
         )
         self.summary = SessionSummary()
         self._writer: DatasetWriter | None = None
