@@ -1,12 +1,14 @@
 """Asynchronous inference keeps a real-time arm busy at chunk boundaries; synchronous inference cannot.
 
 The DDS test runs the whole sim graph in real time (`svrl up --profile sim`, sim_node `timing: realtime`)
-with a policy made deliberately slow in a controlled way (`simulated_latency_s` 0.3 s, three control
-periods, added to every inference), so the outcome does not hang on how loaded the machine is:
-synchronous inference must leave states without a command at every boundary (the chunk cannot arrive
-before the state after its predecessor's last action plus 0.3 s), while asynchronous inference starts
-the next chunk 7 steps before the end and has 0.4 s of slack. arm_controller runs one cycle per joint state
-(`trigger: joint_states`), so "no command for a state" is an exact count, not a timing judgement.
+with a policy made deliberately slow in a controlled way (`simulated_latency_s` 0.25 s, two and a half
+control periods, added to every inference), so the outcome does not hang on how loaded the machine is:
+synchronous inference leaves two states without a command at each boundary while the sim keeps time (the
+chunk cannot arrive before the state after its predecessor's last action plus 0.25 s); a loaded machine
+can only stall the sim's own timer and shrink that, so the test asks for one per boundary on average.
+Asynchronous inference starts the next chunk 7 steps before the end and has over 0.4 s of slack.
+arm_controller runs one cycle per joint state (`trigger: joint_states`), so "no command for a state" is an
+exact count, not a timing judgement.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def test_async_inference_leaves_no_state_without_a_command_where_sync_does(
         probe.wait_for_graph(proc, log)
         results = {}
         for inference in ("sync", "async"):
-            probe.set_parameters(inference=inference, simulated_latency_s=0.3)
+            probe.set_parameters(inference=inference, simulated_latency_s=0.25)
             record = probe.run_goal(sim_instruction(0), 40)
             assert record.reason.startswith("max_steps") and record.steps == 40, (
                 record.reason,
@@ -101,9 +103,9 @@ def test_async_inference_leaves_no_state_without_a_command_where_sync_does(
             probe.close()
         stop_process(proc)
     sync, async_ = results["sync"], results["async"]
-    # sync: 5 chunks of 8, and at each of the 4 boundaries the arm had nothing for at least one state
+    # sync: 5 chunks of 8; at the 4 boundaries the arm had nothing to execute (2 states each on time)
     assert sync["chunks"] == 5 and len(sync["boundaries"]) == 4, sync
-    assert min(sync["boundaries"]) >= 1 and sync["without_command"] >= 4, sync
+    assert sync["boundary_gap_total"] >= 4 and sync["without_command"] >= 4, sync
     # async: more, overlapping chunks; every one took over with no state left unanswered
     assert async_["chunks"] > 5 and len(async_["boundaries"]) >= 4, async_
     assert async_["boundary_gap_total"] == 0 and async_["without_command"] == 0, async_
