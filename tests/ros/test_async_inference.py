@@ -33,6 +33,16 @@ from tests.ros.graph_harness import sim_instruction
 P = 100_000_000
 
 
+def test_bench_chunks_is_registered() -> None:
+    from svrl_trainer.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["bench", "chunks", "--latencies", "0", "0.2", "--trigger", "joint_states"]
+    )
+    assert args.latencies == [0.0, 0.2] and args.trigger == "joint_states" and args.steps == 80
+    assert args.handler.__name__ == "_handle_bench_chunks"
+
+
 def _sample(arrived: float, k: int, value: float) -> Sample:
     return Sample(arrived, k * P, np.full(7, value))
 
