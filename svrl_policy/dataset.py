@@ -394,6 +394,43 @@ class DatasetWriter:
         if not self._episodes:
             self.abort()
             raise DatasetError("no episodes were added; nothing to write")
+        self._publish()
+        self._closed = True
+        return self.root
+
+    def commit(self) -> Path:
+        """Publish every episode added so far as a complete dataset at `root`, and go on writing.
+
+        For long recordings: a process killed later loses only what came after its last commit, and
+        `abort` then discards only that. The open data file is closed (the next episode starts a new one),
+        the stage is published like `finalize` does, and writing goes on in a new stage made of hard links
+        to the published files: no copy, and safe because a published file is never written again (data
+        files are new files, meta files are replaced whole by a rename).
+        """
+        if self._closed:
+            raise DatasetError("this DatasetWriter is already finalised")
+        if not self._episodes:
+            raise DatasetError("no episodes were added; nothing to commit")
+        had_open_file = self._writer is not None
+        self._publish()
+        stage = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.writing-", dir=self.root.parent))
+        os.chmod(stage, 0o755)
+        for path in self.root.rglob("*"):
+            if path.is_file():
+                target = stage / path.relative_to(self.root)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(path, target)
+                except OSError:  # a filesystem without hard links: copy
+                    shutil.copy2(path, target)
+        self._stage = stage
+        if had_open_file:  # never reopen a published file: the next episode writes the next one
+            chunk, file = self._file
+            self._file = (chunk + 1, 0) if file + 1 >= CHUNKS_SIZE else (chunk, file + 1)
+        return self.root
+
+    def _publish(self) -> None:
+        """Close the data file, write the meta files into the stage and rename the stage into `root`."""
         self._close_data_file()
         stage = self._stage
         _write_parquet_atomic(stage / TASKS_PATH, self._tasks_table())
@@ -410,8 +447,6 @@ class DatasetWriter:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(stage, self.root)
-        self._closed = True
-        return self.root
 
     def abort(self) -> None:
         self._close_data_file()

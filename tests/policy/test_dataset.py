@@ -201,3 +201,29 @@ def test_reads_a_dataset_written_the_way_lerobot_and_hf_datasets_write_it(tmp_pa
     ep = ds.episode(1)
     assert ep["instruction"] == "push it" and ep["success"] is True
     np.testing.assert_array_equal(ep["images"]["front"], frames[2:])
+
+
+def test_commit_publishes_each_episode_and_a_crash_keeps_the_committed_ones(tmp_path: Path) -> None:
+    """Long recordings commit after every episode: the dataset on disk is always complete and loadable."""
+    rng = np.random.default_rng(8)
+    eps = [_episode(rng, T) for T in (3, 4, 5)]
+    root = tmp_path / "ds"
+    w = DatasetWriter(root, image_shape=(32, 32))
+    w.add_episode(**eps[0], instruction="a")
+    w.commit()
+    assert LeRobotDataset(root).num_episodes == 1
+    w.add_episode(**eps[1], instruction="b")
+    w.commit()
+    ds = LeRobotDataset(root)
+    assert ds.num_episodes == 2 and sorted(p.name for p in (root / "data/chunk-000").iterdir()) == [
+        "file-000.parquet",
+        "file-001.parquet",
+    ]
+    w.add_episode(**eps[2], instruction="c")  # then the process dies, or the session aborts
+    w.abort()
+    ds = LeRobotDataset(root)
+    assert ds.num_episodes == 2 and [e.instruction for e in ds.episodes] == ["a", "b"]
+    np.testing.assert_array_equal(ds.episode(1)["images"]["wrist"], eps[1]["images"]["wrist"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no stage or old copy left behind
+    with pytest.raises(DatasetError, match="nothing to commit"):
+        DatasetWriter(tmp_path / "empty", image_shape=(32, 32)).commit()

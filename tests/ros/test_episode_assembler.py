@@ -255,6 +255,7 @@ def test_goals_split_keeps_interventions_until_the_handback(tmp_path: Path) -> N
     session.assembler.set_mode("policy")
     events = session.tick(t + 11)
     assert events and "5 frames (3 teleop, 1 takeover(s))" in events[0]
+    assert LeRobotDataset(tmp_path / "ds").num_episodes == 1  # committed: on disk before the session closes
     path = session.close()
     ds = LeRobotDataset(path)
     assert ds.num_episodes == 1 and len(ds) == 5

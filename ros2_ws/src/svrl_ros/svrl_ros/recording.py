@@ -15,8 +15,10 @@ Which episodes are written (`keep`): `all`, or `interventions`, only those with 
 corrections). Success is what the goal reported; an episode in which the operator took over is taken as
 finished by the operator (the reason the operator took the arm), and `discard` drops it when it was not.
 
-The dataset is written with `svrl_policy.dataset.DatasetWriter` (staged, renamed into place when the session
-closes): `close()` is what Ctrl-C calls, and it keeps every episode recorded so far, the open one included.
+The dataset is written with `svrl_policy.dataset.DatasetWriter` and committed after every kept episode
+(staged, renamed into place): the folder always holds a complete dataset of the episodes kept so far, so a
+recorder killed outright loses only the open episode. `close()` is what Ctrl-C calls: it keeps the open
+episode too and finalises the dataset.
 """
 
 from __future__ import annotations
@@ -185,6 +187,7 @@ class RecordingSession:
                 "dropped": dict(episode.dropped),
             },
         )
+        self._writer.commit()
         self.summary.kept += 1
         self.summary.frames += len(episode)
         self.summary.teleop_frames += teleop
