@@ -10,6 +10,9 @@ Episodes are split one of two ways (`split`):
   or the next goal starts. So an intervention episode holds the policy's frames, the takeover, the operator's
   frames and the hand-back, each frame marked by who was in control.
 
+Every episode shows the session's one instruction (the goal's own text is not on any topic a third node
+can read): record each task into its own folder; `svrl sft --data` takes several.
+
 Which episodes are written (`keep`): `all`, or `interventions`, only those with at least one teleop frame
 (the "record interventions" mode: let the policy run, take over when it errs, and collect exactly the
 corrections). Success is what the goal reported; an episode in which the operator took over is taken as
