@@ -279,3 +279,15 @@ def test_launch_real_profile_arguments_choose_drivers_and_namespace(launch_modul
         _launch(launch_module, profile="real", log_level="loud")
     with pytest.raises(ProfileError, match="camera_driver 'usb_cam'"):
         _launch(launch_module, profile="real", camera_driver="usb_cam")
+
+
+def test_svrl_up_namespace_is_the_launch_namespace() -> None:
+    from svrl_ros.stack import with_namespace
+
+    profile = with_namespace(load_profile("real"), "/robot1/")
+    started = {n.key: n for n in profile.nodes if not n.full_ros_only}
+    for key in ("camera", "wrist_camera", "policy_server", "arm_controller"):
+        assert "__ns:=/robot1" in node_command(started[key], Path("p.yaml")), key
+    (qualified,) = yaml.safe_load(params_file_content(profile, started["policy_server"]))
+    assert qualified == "/robot1/policy_server"
+    assert with_namespace(profile, "") == profile

@@ -30,6 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="remap a topic of one node (repeatable), e.g. arm_controller.arm_controller/joint_trajectory:="
         "/scaled_joint_trajectory_controller/joint_trajectory for a vendor driver's controller",
     )
+    up.add_argument(
+        "--namespace",
+        default="",
+        help="ROS namespace for every node and topic (as ros2 launch's namespace:=)",
+    )
     up.set_defaults(handler=_handle_up)
 
 

@@ -382,6 +382,18 @@ def with_camera_driver(profile: StackProfile, driver: str) -> StackProfile:
     return replace(profile, nodes=nodes)
 
 
+def with_namespace(profile: StackProfile, namespace: str) -> StackProfile:
+    """Every node under `namespace` (the launch file's `namespace` argument; svrl topics are relative)."""
+    namespace = namespace.strip("/")
+    if not namespace:
+        return profile
+    nodes = tuple(
+        replace(n, namespace="/".join(p for p in (namespace, n.namespace.strip("/")) if p))
+        for n in profile.nodes
+    )
+    return replace(profile, nodes=nodes)
+
+
 def without_group(profile: StackProfile, group: str) -> StackProfile:
     """The profile less one group's nodes (`arm_bringup` when the arm's own driver is running)."""
     return replace(profile, nodes=tuple(n for n in profile.nodes if n.group != group))

@@ -23,6 +23,7 @@ from svrl_ros.stack import (
     node_command,
     parameter_file_paths,
     params_file_content,
+    with_namespace,
 )
 
 STOP_GRACE_S = 10.0
@@ -35,10 +36,13 @@ def _relay(prefix: str, stream) -> None:
 
 
 def run_stack(
-    profile_name: str, overrides: list[str] | tuple[str, ...] = (), remaps: list[str] | tuple[str, ...] = ()
+    profile_name: str,
+    overrides: list[str] | tuple[str, ...] = (),
+    remaps: list[str] | tuple[str, ...] = (),
+    namespace: str = "",
 ) -> int:
     try:
-        profile = apply_remaps(load_profile(profile_name, overrides), remaps)
+        profile = with_namespace(apply_remaps(load_profile(profile_name, overrides), remaps), namespace)
         started = [n for n in profile.nodes if not n.full_ros_only]
         for node in started:  # a missing parameter file stops here, before any node starts
             parameter_file_paths(node)
@@ -94,4 +98,9 @@ def handle_up(args: argparse.Namespace) -> int:
     overrides = list(args.set or [])
     if args.checkpoint:  # shorthand, same as the launch file's checkpoint:= argument
         overrides.append(f"policy_server.checkpoint={args.checkpoint}")
-    return run_stack(args.profile, overrides, list(getattr(args, "remap", None) or []))
+    return run_stack(
+        args.profile,
+        overrides,
+        list(getattr(args, "remap", None) or []),
+        getattr(args, "namespace", "") or "",
+    )
