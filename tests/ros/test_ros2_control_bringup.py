@@ -131,6 +131,7 @@ def test_controllers_drive_exactly_what_the_urdf_offers() -> None:
     assert controllers[gripper]["interface_name"] in offered["finger_joint1"]
     assert "finger_joint2" not in offered  # the mimic joint follows; nothing commands it
     assert manager["update_rate"] >= 10 * 10  # well above the 10 Hz policy rate
+    assert manager["enforce_command_limits"] is True  # URDF limits clamped behind svrl's filter too
     assert "joint_state_broadcaster/JointStateBroadcaster" in {
         v["type"] for v in manager.values() if isinstance(v, dict)
     }
