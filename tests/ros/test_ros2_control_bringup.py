@@ -222,3 +222,46 @@ def test_robot_description_errors_name_the_profile_part(tmp_path: Path) -> None:
     path.write_text("nodes:\n  a: {package: p, executable: e}\nnode: {}\n")
     with pytest.raises(ProfileError, match=r"unknown keys \['node'\]"):
         load_profile(str(path))
+
+
+# The parameter types ros2_controllers declare (generate_parameter_library): a YAML `1` where a double is
+# declared makes the controller fail to configure on the robot.
+_DECLARED_TYPES = {
+    "controller_manager": {"update_rate": "INTEGER", "enforce_command_limits": "BOOL"},
+    "joint_trajectory_controller": {
+        "joints": "STRING_ARRAY",
+        "command_interfaces": "STRING_ARRAY",
+        "state_interfaces": "STRING_ARRAY",
+        "cmd_timeout": "DOUBLE",
+        "constraints.goal_time": "DOUBLE",
+        "constraints.stopped_velocity_tolerance": "DOUBLE",
+        "allow_nonzero_velocity_at_trajectory_end": "BOOL",
+        "interpolation_method": "STRING",
+    },
+    "gripper_controller": {"joints": "STRING_ARRAY", "interface_name": "STRING"},
+}
+
+
+@pytest.mark.ros
+def test_rcl_reads_the_controllers_file_under_a_namespace(ros_env) -> None:
+    """rcl's own YAML parser (the one ros2_control_node uses) matches the `/**/` keys under a launch
+    namespace and types every value as the controllers declare it."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    context = rclpy.Context()
+    rclpy.init(args=["--ros-args", "--params-file", str(CONTROLLERS), "-r", "__ns:=/robot1"], context=context)
+    try:
+        for node_name, declared in _DECLARED_TYPES.items():
+            node = rclpy.create_node(
+                node_name, context=context, automatically_declare_parameters_from_overrides=True
+            )
+            assert node.get_namespace() == "/robot1"
+            for name, type_name in declared.items():
+                assert node.has_parameter(name), f"{node_name}: {name} not read from {CONTROLLERS.name}"
+                assert node.get_parameter(name).type_ == Parameter.Type[type_name], (node_name, name)
+            if node_name == "controller_manager":
+                assert node.get_parameter("joint_trajectory_controller.type").value == JTC_TYPE
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
