@@ -81,6 +81,11 @@ def topic_prefix(camera_namespace: str, camera_name: str) -> str:
 class CameraNode(Node):
     def __init__(self, **node_kwargs) -> None:
         super().__init__("camera", **node_kwargs)
+        # What destroy_node needs exists before anything can fail (rclpy destroys a half-built node too).
+        self._stop = threading.Event()
+        self._tick = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._source = self._info = None
         self._declare_parameters()
         p = lambda name: self.get_parameter(name).value  # noqa: E731
         self._prefix = topic_prefix(p("camera_namespace"), p("camera_name"))
@@ -88,9 +93,7 @@ class CameraNode(Node):
         self._color_frame = f"{frame_prefix}_color_optical_frame"
         self._config = self._source_config()
         self._status = StreamStatus()
-        self._stop = threading.Event()
         self._sim_time = bool(p("use_sim_time"))
-        self._tick = threading.Condition()
         self._jump_handle = self.get_clock().create_jump_callback(
             JumpThreshold(min_forward=Duration(nanoseconds=1), min_backward=None, on_clock_change=True),
             post_callback=self._on_time_jump,
@@ -112,7 +115,6 @@ class CameraNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
 
         # A recording is opened here: a wrong path or file stops the node now, with the reason.
-        self._source = self._info = None
         if self._config.path:
             try:
                 self._source = open_source(self._config)
@@ -293,7 +295,7 @@ class CameraNode(Node):
 
     # ---------------------------------------------------------------------------------------- stream
     def start(self) -> None:
-        self._thread.start()
+        self._thread.start()  # type: ignore[union-attr]
 
     def _run_stream(self) -> None:
         try:
@@ -359,7 +361,7 @@ class CameraNode(Node):
         self._stop.set()
         with self._tick:
             self._tick.notify_all()
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=5.0)
         if self._source is not None:
             self._source.close()

@@ -14,8 +14,9 @@ source time; later frames keep the recording's own spacing. Under `use_sim_time`
 a paused sim pauses the recording. With a fixed `rate_hz` the frame times are replaced by k / rate_hz.
 - Playback: a frame is published when the node clock reaches its stamp (never early). A pass that falls
   behind by more than `max_lag_s` (a slow disk, a sim that jumped ahead) is re-anchored at "now"
-  instead of bursting to catch up; a loop starts its next pass one frame period after the last stamp.
-  Stamps therefore always increase.
+  instead of bursting to catch up; a loop starts its next pass one frame period after the last stamp
+  (reopening a file takes a few tens of ms: those frames go out that late, keeping their stamps).
+  Stamps therefore always increase, and a looped recording keeps its spacing across the seam.
 - Live: frames are published as they arrive; the mapping is re-anchored when it leaves
   [now - max_lag_s, now] (the device clock drifted, or was reset by a reconnect). Counted in
   diagnostics (`restamps`).
@@ -85,7 +86,9 @@ class PlaybackSchedule:
 
     def due_ns(self, source_ns: int, now_ns: int) -> int:
         if self._anchor is None:
-            start = now_ns if self._last_due is None else max(now_ns, self._last_due + self._period_ns)
+            # A new pass keeps the timeline: one frame period after the last stamp, even if reopening the
+            # source took longer (its first frames then go out a little late, still in recorded spacing).
+            start = now_ns if self._last_due is None else self._last_due + self._period_ns
             self._anchor_at(start, source_ns)
         elif self._last_source is not None and source_ns <= self._last_source and self.rate_hz == 0:
             # Recording time did not advance (a duplicate or a jump back): keep one period of spacing.
