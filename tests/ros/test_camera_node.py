@@ -246,6 +246,7 @@ def test_an_image_folder_plays_at_a_fixed_rate_and_the_node_outlives_its_end(
         (["playback.path:=/nonexistent/run.db3"], "does not exist"),
         (["playback.path:={tmp}/notes.txt"], "unknown recording type '.txt'"),
         (["playback.path:={tmp}/fake.db3"], "not a readable rosbag2 SQLite file"),
+        (["playback.path:={tmp}/cut.mcap"], "not a readable ROS 2 bag"),
         (["source:=playback"], "source=playback needs playback.path"),
         (["rgb_camera.color_profile:=640x480"], "rgb_camera.color_profile"),
     ],
@@ -255,6 +256,8 @@ def test_what_cannot_be_opened_stops_the_node_at_start_with_the_reason(
 ) -> None:
     (tmp_path / "notes.txt").write_text("not a recording")
     (tmp_path / "fake.db3").write_bytes(b"SQLite format 3\x00" + b"\x07" * 200)
+    bag = write_ros2_bag(tmp_path / "whole.mcap", [pattern_frame(i) for i in range(10)]).path
+    (tmp_path / "cut.mcap").write_bytes(bag.read_bytes()[: bag.stat().st_size // 2])  # a recording cut short
     log = tmp_path / "camera.log"
     proc = _start(processes, log, *(p.format(tmp=tmp_path) for p in params))
     assert proc.wait(timeout=60) == 2, log_tail(log)

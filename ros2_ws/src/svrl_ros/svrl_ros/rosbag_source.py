@@ -7,8 +7,10 @@ with OpenCV). Intrinsics come from the `camera_info` next to the image topic whe
 from a field of view (`Intrinsics.from_fovy`). A frame's time is its `header.stamp` (when it was taken),
 or the bag's receive time for messages without one.
 
-A bag that is cut short (copied while recording, disk full) is read up to the damage: the message that
-cannot be read ends the pass with a CameraSourceError that says how far it got.
+A bag that was cut short (copied while recording, disk full) is refused when opened: rosbags reads an
+`.mcap`'s summary from its end and checks a SQLite file whole, so a cut file gives a clear "not a readable
+ROS 2 bag" error (camera_node then exits at start with it). Damage further in ends the pass with a
+CameraSourceError saying how far it got; one message that cannot be deserialised is a refused frame.
 """
 
 from __future__ import annotations
