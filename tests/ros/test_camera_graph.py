@@ -1,8 +1,8 @@
 """Recorded RealSense streams drive the learned policy in the sim graph (issue #11, "Done when").
 
 The `sim_recorded` profile, node by node as `svrl up` starts them: sim_node in real time with its
-cameras off, two camera_nodes playing RealSense recordings (made here by pyrealsense2's software device
-and recorder: the very file format a D435 recording has), policy_server with the learned runner on an
+cameras off, two camera_nodes playing RealSense recordings (the goal's scene rendered by the simulator,
+recorded here by pyrealsense2's software device and recorder: the very file format a D435 recording has), policy_server with the learned runner on an
 exported ONNX policy, arm_controller on its timer. A goal naming a sim task must run its chunks to the arm:
 the only images in the graph are the recordings' frames, so every chunk was computed from them.
 
@@ -26,8 +26,15 @@ import numpy as np
 import pytest
 
 from tests.conftest import ProcessGroup
-from tests.ros.camera_recordings import INTRINSICS, pattern_frame, write_realsense_recording
-from tests.ros.graph_harness import HANG_GUARD_S, GraphProbe, ros_domain, sim_instruction, wait_until
+from tests.ros.camera_recordings import INTRINSICS, write_realsense_recording
+from tests.ros.graph_harness import (
+    HANG_GUARD_S,
+    GraphProbe,
+    ros_domain,
+    sim_instruction,
+    sim_task,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(240)]
 
@@ -36,6 +43,29 @@ PERIOD_MS = 1000 / 29.97  # what a "30 fps" camera delivers: never on the sim's 
 FRAMES = 15  # half a second, looped
 SIZE = 128  # what sim_node renders by default
 GOAL_STEPS = 24  # three chunks of 8
+
+
+def sim_frames(count: int) -> dict[str, list[np.ndarray]]:
+    """Both cameras of the goal's own task, rendered by the simulator while the arm moves a little: what a
+    camera recorded over the real scene would be. Every frame differs (the order check relies on it)."""
+    from svrl_sim.env import SimEnv
+    from svrl_sim.tasks import InitState
+
+    env = SimEnv(image_size=SIZE, action_space="ee_delta")
+    try:
+        env.reset(sim_task(0), InitState("eval", 0))
+        frames: dict[str, list[np.ndarray]] = {"main": [], "wrist": []}
+        for i in range(count):
+            action = np.zeros(7, np.float32)
+            action[[0, 2]] = 0.02 * np.sin(i / 2), -0.01  # a few cm of motion: both views change
+            env.step(action)
+            for name, image in env.render().items():
+                frames[name].append(np.ascontiguousarray(image))
+    finally:
+        env.close()
+    for name, images in frames.items():
+        assert len({f.tobytes() for f in images}) == count, f"{name}: rendered frames repeat"
+    return frames
 
 
 def _start_profile(group: ProcessGroup, folder: Path, overrides: list[str]) -> dict:
@@ -68,14 +98,10 @@ class CameraTap:
 
 
 def test_recorded_realsense_streams_drive_the_learned_policy(graph_checkpoint: Path, tmp_path: Path) -> None:
+    rendered = sim_frames(FRAMES)
     main, wrist = (
-        write_realsense_recording(
-            tmp_path / f"{name}.db3",
-            [pattern_frame(i, SIZE, SIZE, seed=seed) for i in range(FRAMES)],
-            fps=FPS,
-            period_ms=PERIOD_MS,
-        )
-        for name, seed in (("main", 1), ("wrist", 2))
+        write_realsense_recording(tmp_path / f"{name}.db3", rendered[name], fps=FPS, period_ms=PERIOD_MS)
+        for name in ("main", "wrist")
     )
     overrides = [
         f"policy_server.checkpoint={graph_checkpoint}",
