@@ -11,10 +11,12 @@ Frames are deterministic functions of their index (`pattern_frame`) so a receive
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 INTRINSICS = {
     "fx": 61.5,
@@ -24,6 +26,10 @@ INTRINSICS = {
     "coeffs": [0.11, -0.02, 0.001, 0.0005, 0.003],
 }
 SERIAL = "012345678901"
+# PyPI has pyrealsense2 for x86_64 only (pyproject's `realsense` extra skips it elsewhere).
+requires_pyrealsense2 = pytest.mark.skipif(
+    importlib.util.find_spec("pyrealsense2") is None, reason="pyrealsense2 is not installed (no wheel here)"
+)
 
 
 @dataclass(frozen=True)

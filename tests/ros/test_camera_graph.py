@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ProcessGroup
-from tests.ros.camera_recordings import INTRINSICS, write_realsense_recording
+from tests.ros.camera_recordings import INTRINSICS, requires_pyrealsense2, write_realsense_recording
 from tests.ros.graph_harness import (
     HANG_GUARD_S,
     GraphProbe,
@@ -36,7 +36,7 @@ from tests.ros.graph_harness import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.ros, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(240), requires_pyrealsense2]
 
 FPS = 30
 PERIOD_MS = 1000 / 29.97  # what a "30 fps" camera delivers: never on the sim's 100 ms grid

@@ -21,6 +21,7 @@ from tests.ros.camera_recordings import (
     INTRINSICS,
     SERIAL,
     pattern_frame,
+    requires_pyrealsense2,
     write_image_folder,
     write_realsense_recording,
     write_ros2_bag,
@@ -121,6 +122,7 @@ def _indices(messages: list, frames: list[np.ndarray]) -> list[int]:
     return indices  # type: ignore[return-value]
 
 
+@requires_pyrealsense2
 def test_a_realsense_recording_arrives_bit_exact_with_its_spacing_intrinsics_and_aligned_depth(
     processes, listener: Listener, tmp_path: Path
 ) -> None:
@@ -162,6 +164,7 @@ def test_a_realsense_recording_arrives_bit_exact_with_its_spacing_intrinsics_and
     assert statuses and statuses[-1].level == b"\x00" and statuses[-1].name.endswith("camera/camera")
 
 
+@requires_pyrealsense2
 def test_under_sim_time_playback_follows_clock(processes, listener: Listener, tmp_path: Path) -> None:
     recording = write_realsense_recording(tmp_path / "rs.db3", [pattern_frame(i) for i in range(30)], fps=30)
     log = tmp_path / "camera.log"
@@ -264,6 +267,7 @@ def test_what_cannot_be_opened_stops_the_node_at_start_with_the_reason(
     assert reason in log.read_text(), log_tail(log)
 
 
+@requires_pyrealsense2
 def test_a_missing_device_is_reported_and_waited_for_then_the_node_exits(
     processes, listener: Listener, tmp_path: Path
 ) -> None:

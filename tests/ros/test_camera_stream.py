@@ -31,6 +31,7 @@ from svrl_ros.camera_stream import ERROR, OK, WARN, Backoff, CameraStream, LiveS
 from tests.ros.camera_recordings import (
     INTRINSICS,
     pattern_frame,
+    requires_pyrealsense2,
     write_image_folder,
     write_realsense_recording,
     write_ros2_bag,
@@ -52,6 +53,7 @@ def _read_all(config: SourceConfig) -> tuple[StreamInfo, list[CameraFrame]]:
 
 
 # ---------------------------------------------------------------------------------------------- sources
+@requires_pyrealsense2
 def test_a_realsense_recording_plays_back_every_frame_bit_exact_with_its_times_and_intrinsics(
     tmp_path: Path,
 ) -> None:
@@ -70,6 +72,7 @@ def test_a_realsense_recording_plays_back_every_frame_bit_exact_with_its_times_a
     assert i.distortion_model == "plumb_bob"
 
 
+@requires_pyrealsense2
 def test_depth_recorded_with_colour_comes_aligned_with_each_colour_frame(tmp_path: Path) -> None:
     frames = [pattern_frame(i) for i in range(6)]
     depth = [np.full((48, 64), 100 * (i + 1), np.uint16) for i in range(6)]
@@ -133,6 +136,7 @@ def test_a_video_plays_its_frames_at_their_presentation_times(tmp_path: Path) ->
     assert [f.time_ns for f in played] == [i * 50 * MS for i in range(5)]
 
 
+@requires_pyrealsense2
 def test_wrong_files_are_refused_at_open_with_the_reason(tmp_path: Path) -> None:
     good = write_realsense_recording(tmp_path / "good.db3", [pattern_frame(i) for i in range(20)]).path
     cut = tmp_path / "cut.db3"

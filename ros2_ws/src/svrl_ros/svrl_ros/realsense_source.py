@@ -46,7 +46,8 @@ def _rs():
         import pyrealsense2 as rs
     except ImportError as error:
         raise CameraSourceError(
-            "RealSense devices and recordings need pyrealsense2: pip install 'svrl[realsense]'"
+            "RealSense devices and recordings need pyrealsense2: pip install 'svrl[realsense]' (x86_64; on "
+            "aarch64 build librealsense with BUILD_PYTHON_BINDINGS)"
         ) from error
     return rs
 
