@@ -162,8 +162,10 @@ class CameraNode(Node):
         declare(
             "serial_no",
             "",
-            "live: serial number of the device (empty: the first found); `_123` is read as `123`",
+            "live: serial number of the device (empty: the first found); `_123` is read as `123`, and a "
+            "serial YAML read as a number is taken as its digits",
             read_only=True,
+            dynamic_typing=True,
         )
         declare("rgb_camera.color_profile", "640x480x30", "live: colour WxHxFPS", read_only=True)
         declare(
