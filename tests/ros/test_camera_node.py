@@ -145,8 +145,10 @@ def test_a_realsense_recording_arrives_bit_exact_with_its_spacing_intrinsics_and
     recorded = np.diff(recording.times_ns).tolist()
     for k, (a, b) in enumerate(itertools.pairwise(stamps)):
         i = indices[k]
-        # within a pass the recorded spacing; a new pass starts one (the last) period later
-        assert b - a == recorded[i if i < n - 1 else n - 2], (k, i, b - a)
+        if i < n - 1:  # within a pass: the recorded spacing, to the nanosecond
+            assert b - a == recorded[i], (k, i, b - a)
+        else:  # a new pass: one period later (camera_stream), or later if reopening took over max_lag_s
+            assert b - a >= recorded[-1], (k, i, b - a)
     assert abs(stamps[0] - time.time_ns()) < 120 * 10**9  # on the node's (system) clock
     info = infos[-1]
     assert (info.width, info.height, info.distortion_model) == (64, 48, "plumb_bob")
@@ -160,8 +162,9 @@ def test_a_realsense_recording_arrives_bit_exact_with_its_spacing_intrinsics_and
         assert msg is not None and msg.encoding == "16UC1", f"no aligned depth for the frame at {stamp}"
         assert int(np.median(np.frombuffer(bytes(msg.data), "<u2"))) == 250 * (i + 1)
     assert proc.poll() is None
-    statuses = listener.statuses()
-    assert statuses and statuses[-1].level == b"\x00" and statuses[-1].name.endswith("camera/camera")
+    wait_until(listener.statuses, 10, "diagnostics", log)
+    status = listener.statuses()[-1]
+    assert status.level == b"\x00" and status.name.endswith("camera/camera"), status.message
 
 
 @requires_pyrealsense2
