@@ -25,8 +25,8 @@ from svrl_ros.bench_chunks import (
     boundary_metrics,
     graph_overrides,
     start_graph,
-    stop_process,
 )
+from svrl_ros.child_process import stop_process
 
 from tests.ros.graph_harness import sim_instruction
 

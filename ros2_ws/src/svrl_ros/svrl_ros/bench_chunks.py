@@ -27,18 +27,19 @@ Wall-clock limits here are hang guards only.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from svrl_ros.child_process import Spawn, log_tail, spawn_python, stop_process
 
 PERIOD_NS = 100_000_000  # sim_node's control period (10 Hz)
 DEFAULT_CONFIGS = (("sync", "none"), ("async", "none"), ("async", "ensemble"), ("async", "crossfade"))
@@ -46,8 +47,6 @@ DEFAULT_LATENCIES = (0.0, 0.3)
 ACTION_SCALE = 0.003  # m (and rad) per step: the random policy stays well inside the workspace
 GRAPH_START_LIMIT_S = 180.0
 GOAL_LIMIT_S = 180.0
-
-Spawn = Callable[..., subprocess.Popen]
 
 
 def _progress(message: str) -> None:
@@ -92,38 +91,11 @@ def graph_overrides(ckpt: Path, blending: str, trigger: str, image_size: int = 6
     ]
 
 
-def _spawn_python(*args: str, log: Path) -> subprocess.Popen:
-    handle = open(log, "wb")  # noqa: SIM115 - closed in stop_process
-    proc = subprocess.Popen([sys.executable, *args], stdout=handle, stderr=subprocess.STDOUT)
-    proc.log_handle = handle  # type: ignore[attr-defined]
-    return proc
-
-
 def start_graph(spawn: Spawn, overrides: Sequence[str], log: Path) -> subprocess.Popen:
     args = ["-m", "svrl_trainer.cli", "up", "--profile", "sim"]
     for override in overrides:
         args += ["--set", override]
     return spawn(*args, log=log)
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    handle = getattr(proc, "log_handle", None)
-    if handle is not None:
-        handle.close()
-
-
-def _log_tail(log: Path, chars: int = 4000) -> str:
-    try:
-        return log.read_text(errors="replace")[-chars:]
-    except OSError:
-        return "(no log)"
 
 
 # ------------------------------------------------------------------------------------------ recording
@@ -217,7 +189,7 @@ class ChunkProbe:
         deadline = time.monotonic() + GRAPH_START_LIMIT_S
         while not (self.action.wait_for_server(timeout_sec=0.5) and self.params.wait_for_services(0.5)):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the real-time sim graph did not come up:\n{_log_tail(log)}")
+                raise RuntimeError(f"the real-time sim graph did not come up:\n{log_tail(log)}")
 
     def set_parameters(self, **values: Any) -> None:
         from rclpy.parameter import Parameter
@@ -336,7 +308,7 @@ def run_chunks_bench(
     steps: int = 80,
     trigger: str = "timer",
     ckpt: str | None = None,
-    spawn: Spawn = _spawn_python,
+    spawn: Spawn = spawn_python,
 ) -> dict[str, Any]:
     """One real-time graph per blending; per (inference, latency) one goal of `steps` control periods."""
     from svrl_policy.bench import machine_info

@@ -24,18 +24,19 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from svrl_ros.child_process import Spawn, log_tail, spawn_python, stop_process
 
 TARGET_OVERHEAD_MS = 3.0
 DEFAULT_SIZES = (128, 224)
@@ -49,42 +50,12 @@ CHUNK_LIMIT_S = 30.0
 GOAL_GAP_NS = 1000 * PERIOD_NS  # between the last state of one goal and the first of the next
 REPUBLISH_AFTER_S = 2.0  # a best-effort image lost on the way: send the same state again
 
-Spawn = Callable[..., subprocess.Popen]
-
 
 def _progress(message: str) -> None:
     print(f"bench serve: {message}", file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------------------ the server
-def _spawn_python(*args: str, log: Path) -> subprocess.Popen:
-    """Start `python *args` with this environment (same ROS domain, same thread settings), output to `log`."""
-    handle = open(log, "wb")  # noqa: SIM115 - closed in _stop_process
-    proc = subprocess.Popen([sys.executable, *args], stdout=handle, stderr=subprocess.STDOUT)
-    proc.log_handle = handle  # type: ignore[attr-defined]
-    return proc
-
-
-def _stop_process(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    handle = getattr(proc, "log_handle", None)
-    if handle is not None:
-        handle.close()
-
-
-def _log_tail(log: Path, chars: int = 3000) -> str:
-    try:
-        return log.read_text(errors="replace")[-chars:]
-    except OSError:
-        return "(no log)"
-
-
 def _serve_child(argv: list[str]) -> int:
     """`python -m svrl_ros.bench_serve --serve-child TIMINGS [--ros-args ...]`: policy_server as its main()
     runs it, writing the learned driver's chunk timings to TIMINGS when it stops (SIGINT)."""
@@ -237,7 +208,7 @@ class LockstepFeeder:
         deadline = time.monotonic() + SERVER_START_LIMIT_S
         while not self.client.wait_for_server(timeout_sec=0.5):
             if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"policy_server did not come up:\n{_log_tail(log)}")
+                raise RuntimeError(f"policy_server did not come up:\n{log_tail(log)}")
         with self._lock:
             self.image_size = image_size
             start_ns = max(self.log.states) + GOAL_GAP_NS if self.log.states else START_STAMP_NS
@@ -245,7 +216,7 @@ class LockstepFeeder:
         goal = ExecuteInstruction.Goal(instruction=INSTRUCTION, max_steps=max_steps)
         handle = self._wait(self.client.send_goal_async(goal), server, log)
         if not handle.accepted:
-            raise RuntimeError(f"policy_server rejected the goal:\n{_log_tail(log)}")
+            raise RuntimeError(f"policy_server rejected the goal:\n{log_tail(log)}")
         return self._wait(handle.get_result_async(), server, log)
 
     def _wait(self, future: Any, server: subprocess.Popen, log: Path) -> Any:
@@ -261,9 +232,9 @@ class LockstepFeeder:
             if count != seen:
                 last_progress, seen = now, count
             if server.poll() is not None:
-                raise RuntimeError(f"policy_server exited (code {server.returncode}):\n{_log_tail(log)}")
+                raise RuntimeError(f"policy_server exited (code {server.returncode}):\n{log_tail(log)}")
             if now - last_progress > CHUNK_LIMIT_S:
-                raise RuntimeError(f"no chunk for {CHUNK_LIMIT_S:.0f} s:\n{_log_tail(log)}")
+                raise RuntimeError(f"no chunk for {CHUNK_LIMIT_S:.0f} s:\n{log_tail(log)}")
             # before the first chunk the server may not have discovered us yet: repeat more often
             if newest is not None and quiet > (0.2 if count == 0 else REPUBLISH_AFTER_S):
                 self.publish_state(newest)
@@ -383,9 +354,9 @@ def bench_checkpoint(
     finally:
         if feeder is not None:
             feeder.close()
-        _stop_process(server)
+        stop_process(server, timeout_s=15.0)
     if not timings_path.is_file():
-        raise RuntimeError(f"policy_server wrote no timings:\n{_log_tail(log)}")
+        raise RuntimeError(f"policy_server wrote no timings:\n{log_tail(log)}")
     timings = {t["stamp_ns"]: t for t in json.loads(timings_path.read_text())}
     return [
         _summarise(size, received, result, timings, feeder.log, policy, warmup)
@@ -457,7 +428,7 @@ def run_serve_bench(
     backend: str = "onnx",
     preset: str = "tiny",
     ckpt: str | None = None,
-    spawn: Spawn = _spawn_python,
+    spawn: Spawn = spawn_python,
 ) -> dict[str, Any]:
     """The whole report: one row per image size, machine info and load."""
     import torch

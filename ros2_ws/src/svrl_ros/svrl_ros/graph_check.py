@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -25,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from svrl_ros.child_process import spawn_python, stop_process
 
 # Generous hang guards only; nothing here judges speed.
 GRAPH_START_LIMIT_S = 120.0
@@ -174,28 +175,18 @@ def start_graph(
     ckpt: Path, init_index: int, image_size: int, log: Path, env: dict[str, str]
 ) -> subprocess.Popen:
     command = [
-        sys.executable, "-m", "svrl_trainer.cli", "up", "--profile", "sim",
+        "-m", "svrl_trainer.cli", "up", "--profile", "sim",
         "--set", f"policy_server.checkpoint={ckpt}",
         "--set", f"policy_server.init_state_index={init_index}",
         "--set", "policy_server.init_state_split=eval",
         "--set", f"sim_node.image_size={image_size}",
         "--set", "sim_node.timing=lockstep",
     ]  # fmt: skip
-    handle = open(log, "wb")  # noqa: SIM115 - closed by stop_graph
-    proc = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    proc.log_handle = handle  # type: ignore[attr-defined]
-    return proc
+    return spawn_python(*command, log=log, env=env)
 
 
 def stop_graph(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    proc.log_handle.close()  # type: ignore[attr-defined]
+    stop_process(proc)
 
 
 def graph_check(
