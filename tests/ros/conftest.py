@@ -4,40 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-GRAPH_ACTION_SCALE = 0.003  # m (and rad) per step: a random policy then wanders a few cm per episode
+from svrl_ros.calm_policy import calm_policy_checkpoint
 
 
 def build_graph_checkpoint(root: Path, *, seed: int = 0, export: bool = True) -> Path:
-    """A random `debug` policy whose action bins span +-GRAPH_ACTION_SCALE, exported to ONNX.
-
-    Random weights make arbitrary but deterministic chunks (what a graph test needs to compare runs);
-    the narrow codec keeps the tool inside arm_controller's workspace for a whole episode, so the
-    safety filter never has to refuse a step and the episode runs to its end.
-    """
+    """svrl_ros.calm_policy's random, calm policy: deterministic chunks that stay inside the workspace."""
     import torch
 
-    from svrl_policy.codec import ActionCodec
-    from svrl_policy.config import get_preset
-    from svrl_policy.policy import Policy
-    from svrl_policy.preprocess import ProprioStats
-
     torch.set_num_threads(1)
-    torch.manual_seed(seed)
-    config = get_preset("debug")
-    rng = np.random.default_rng(seed)
-    actions = rng.uniform(-GRAPH_ACTION_SCALE, GRAPH_ACTION_SCALE, size=(500, config.action_dim))
-    actions[:, -1] = rng.choice([-1.0, 1.0], size=500)
-    codec = ActionCodec.fit(actions, chunk_len=config.chunk_len, gripper_index=config.gripper_index)
-    stats = ProprioStats.fit(rng.normal(size=(100, config.proprio_dim))) if config.use_proprio else None
-    ckpt = Policy(config, codec, proprio_stats=stats).eval().save_pretrained(root / "graph_policy")
-    if export:
-        from svrl_policy.export import export_onnx
-
-        export_onnx(ckpt)
-    return ckpt
+    return calm_policy_checkpoint(root, seed=seed, export=export, name="graph_policy")
 
 
 @pytest.fixture(scope="session")

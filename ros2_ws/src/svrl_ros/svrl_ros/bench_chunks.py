@@ -39,41 +39,18 @@ from typing import Any
 
 import numpy as np
 
+from svrl_ros.calm_policy import calm_policy_checkpoint
 from svrl_ros.child_process import Spawn, log_tail, spawn_python, stop_process
 
 PERIOD_NS = 100_000_000  # sim_node's control period (10 Hz)
 DEFAULT_CONFIGS = (("sync", "none"), ("async", "none"), ("async", "ensemble"), ("async", "crossfade"))
 DEFAULT_LATENCIES = (0.0, 0.3)
-ACTION_SCALE = 0.003  # m (and rad) per step: the random policy stays well inside the workspace
 GRAPH_START_LIMIT_S = 180.0
 GOAL_LIMIT_S = 180.0
 
 
 def _progress(message: str) -> None:
     print(f"bench chunks: {message}", file=sys.stderr, flush=True)
-
-
-# ------------------------------------------------------------------------------------------ policy
-def calm_checkpoint(root: Path, seed: int = 0) -> Path:
-    """A random `debug` policy (64 px) whose action bins span +-ACTION_SCALE, exported to ONNX."""
-    import torch
-
-    from svrl_policy.codec import ActionCodec
-    from svrl_policy.config import get_preset
-    from svrl_policy.export import export_onnx
-    from svrl_policy.policy import Policy
-    from svrl_policy.preprocess import ProprioStats
-
-    torch.manual_seed(seed)
-    config = get_preset("debug")
-    rng = np.random.default_rng(seed)
-    actions = rng.uniform(-ACTION_SCALE, ACTION_SCALE, size=(500, config.action_dim))
-    actions[:, -1] = rng.choice([-1.0, 1.0], size=500)
-    codec = ActionCodec.fit(actions, chunk_len=config.chunk_len, gripper_index=config.gripper_index)
-    stats = ProprioStats.fit(rng.normal(size=(100, config.proprio_dim))) if config.use_proprio else None
-    ckpt = Policy(config, codec, proprio_stats=stats).eval().save_pretrained(root / "calm_policy")
-    export_onnx(ckpt)
-    return ckpt
 
 
 # ------------------------------------------------------------------------------------------ the graph
@@ -321,7 +298,7 @@ def run_chunks_bench(
         by_blending.setdefault(blending, []).append(inference)
     rows = []
     with tempfile.TemporaryDirectory(prefix="svrl-bench-chunks-") as tmp:
-        path = Path(ckpt) if ckpt else calm_checkpoint(Path(tmp))
+        path = Path(ckpt) if ckpt else calm_policy_checkpoint(Path(tmp))
         from svrl_policy.checkpoint import load_components
 
         image_size = int(load_components(path).config.image_size)
