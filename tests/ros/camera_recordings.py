@@ -12,6 +12,8 @@ Frames are deterministic functions of their index (`pattern_frame`) so a receive
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +54,41 @@ def write_realsense_recording(
     period_ms: float | None = None,
 ) -> Recording:
     """A RealSense recording (.db3) of `frames` (uint8 RGB, one size), timestamps start_ms + i * period_ms
-    (default 1000 / fps; a real camera's period is rarely a whole fraction of a second)."""
+    (default 1000 / fps; a real camera's period is rarely a whole fraction of a second).
+
+    Written by a child process that never loads rclpy: pyrealsense2 imported before rclpy in one process
+    makes it crash at exit (svrl_ros.realsense_source imports them in the safe order; a test process
+    imports rclpy whenever it likes), and a crash at exit would fail a pytest run that passed.
+    """
+    period = period_ms or 1000.0 / fps
+    inputs = path.with_name(path.name + ".frames.npz")
+    arrays = {"color": np.stack(frames)}
+    if depth is not None:
+        arrays["depth"] = np.stack(depth)
+    np.savez(inputs, **arrays)
+    command = [
+        sys.executable,
+        "-m",
+        "tests.ros.camera_recordings",
+        str(inputs),
+        str(path),
+        str(fps),
+        repr(start_ms),
+        repr(period),
+    ]
+    done = subprocess.run(
+        command, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120
+    )
+    inputs.unlink()
+    if done.returncode != 0:
+        raise RuntimeError(f"writing {path} failed ({done.returncode}): {done.stderr[-2000:]}")
+    times = [round((start_ms + i * period) * 1e6) for i in range(len(frames))]
+    return Recording(path, [f.copy() for f in frames], times)
+
+
+def _write_realsense_recording_here(
+    path: Path, frames: np.ndarray, fps: int, start_ms: float, period_ms: float, depth: np.ndarray | None
+) -> None:
     import pyrealsense2 as rs
 
     height, width = frames[0].shape[:2]
@@ -78,10 +114,8 @@ def write_realsense_recording(
     if depth_sensor is not None:
         depth_sensor.open(depth_profile)
         depth_sensor.start(queue)
-    times = []
     for i, image in enumerate(frames):
-        t = start_ms + i * (period_ms or 1000.0 / fps)
-        times.append(round(t * 1e6))
+        t = start_ms + i * period_ms
         color_sensor.on_video_frame(_software_frame(rs, image, 3, t, i, color_profile))
         if depth_sensor is not None:
             depth_sensor.on_video_frame(_software_frame(rs, depth[i], 2, t, i, depth_profile))
@@ -90,7 +124,6 @@ def write_realsense_recording(
             sensor.stop()
             sensor.close()
     del recorder  # the recorder writes and closes the file when it goes away
-    return Recording(path, [f.copy() for f in frames], times)
 
 
 def _video_stream(rs, stream, fmt, bpp: int, width: int, height: int, fps: int, uid: int):
@@ -210,3 +243,16 @@ def write_image_folder(folder: Path, frames: list[np.ndarray]) -> Recording:
     for i, image in enumerate(frames):
         assert cv2.imwrite(str(folder / f"frame_{i:05d}.png"), np.ascontiguousarray(image[:, :, ::-1]))
     return Recording(folder, [f.copy() for f in frames], [round(i * 1e9 / 30) for i in range(len(frames))])
+
+
+if __name__ == "__main__":  # the child process of write_realsense_recording
+    _inputs, _out, _fps, _start, _period = sys.argv[1:6]
+    with np.load(_inputs) as _arrays:
+        _write_realsense_recording_here(
+            Path(_out),
+            _arrays["color"],
+            int(_fps),
+            float(_start),
+            float(_period),
+            _arrays.get("depth", None),
+        )

@@ -42,6 +42,12 @@ _END_POLL_S = 0.05  # playback: how often to look whether the recording has ende
 
 
 def _rs():
+    # rclpy before pyrealsense2: the pyrealsense2 wheel carries its own copies of ROS 2 and Fast DDS
+    # libraries and exports their symbols; loaded first, they stand in for the ROS wheels' ones and the
+    # process crashes when it exits (seen with pyrealsense2 2.59 and the Kilted wheels). Loaded after
+    # rclpy's, they stay private to librealsense.
+    with contextlib.suppress(ImportError):
+        import rclpy  # noqa: F401
     try:
         import pyrealsense2 as rs
     except ImportError as error:
