@@ -9,6 +9,7 @@ hang guards only.
 from __future__ import annotations
 
 import itertools
+import signal
 import subprocess
 import threading
 import time
@@ -165,6 +166,8 @@ def test_a_realsense_recording_arrives_bit_exact_with_its_spacing_intrinsics_and
     wait_until(listener.statuses, 10, "diagnostics", log)
     status = listener.statuses()[-1]
     assert status.level == b"\x00" and status.name.endswith("camera/camera"), status.message
+    proc.send_signal(signal.SIGINT)  # Ctrl-C, as ros2 launch stops it: a clean exit, no crash
+    assert proc.wait(timeout=30) == 0, log_tail(log)
 
 
 @requires_pyrealsense2
