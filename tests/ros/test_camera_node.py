@@ -140,16 +140,21 @@ def test_a_realsense_recording_arrives_bit_exact_with_its_spacing_intrinsics_and
     with listener.lock:
         images, infos, depth_msgs = list(listener.images), list(listener.infos), list(listener.depth)
     indices = _indices(images, frames)
-    assert all(b == (a + 1) % n for a, b in itertools.pairwise(indices)), indices
     assert all(m.header.frame_id == "camera_color_optical_frame" for m in images)
     stamps = [_stamp(m) for m in images]
-    recorded = np.diff(recording.times_ns).tolist()
+    times = recording.times_ns
+    # Reliable KEEP_LAST(10) can still drop a message when this (loaded) test process stalls, so the check
+    # holds for whatever pairs arrived: within a pass, stamps differ exactly by the recorded times
+    # between the two frames; across a loop's seam by at least one period (camera_stream).
+    skipped = 0
     for k, (a, b) in enumerate(itertools.pairwise(stamps)):
-        i = indices[k]
-        if i < n - 1:  # within a pass: the recorded spacing, to the nanosecond
-            assert b - a == recorded[i], (k, i, b - a)
-        else:  # a new pass: one period later (camera_stream), or later if reopening took over max_lag_s
-            assert b - a >= recorded[-1], (k, i, b - a)
+        i, j = indices[k], indices[k + 1]
+        skipped += (j - i - 1) % n
+        if j > i:
+            assert b - a == times[j] - times[i], (k, i, j, b - a)
+        else:
+            assert b - a >= times[-1] - times[-2], (k, i, j, b - a)
+    assert skipped <= len(stamps) // 10, f"{skipped} frames lost of {len(stamps) + skipped}: {indices}"
     assert abs(stamps[0] - time.time_ns()) < 120 * 10**9  # on the node's (system) clock
     info = infos[-1]
     assert (info.width, info.height, info.distortion_model) == (64, 48, "plumb_bob")
@@ -158,7 +163,12 @@ def test_a_realsense_recording_arrives_bit_exact_with_its_spacing_intrinsics_and
     )
     assert np.allclose(info.d, INTRINSICS["coeffs"])
     by_stamp = {_stamp(m): m for m in depth_msgs}
+    assert by_stamp, "no aligned depth at all"
     for stamp, i in zip(stamps, indices, strict=True):
+        if not min(by_stamp) <= stamp <= max(by_stamp):
+            # before: the depth topic's subscription matched a little after the colour topic's;
+            # after: the newest frame's depth (published just after its colour) was not in yet
+            continue
         msg = by_stamp.get(stamp)
         assert msg is not None and msg.encoding == "16UC1", f"no aligned depth for the frame at {stamp}"
         assert int(np.median(np.frombuffer(bytes(msg.data), "<u2"))) == 250 * (i + 1)

@@ -169,7 +169,7 @@ class _PipelineSource(CameraSource):
             return self._frame(frames)
         color, depth = frames.get_color_frame(), frames.get_depth_frame()
         if not color:
-            raise FrameError("a frameset without a colour frame")
+            return None  # a depth frame on its own (the syncer's output when colour lags): wait for colour
         number = int(color.get_frame_number())
         if number == self._emitted:
             return None
