@@ -9,8 +9,8 @@ the only images in the graph are the recordings' frames, so every chunk was comp
 Checked: the goal uses its whole step budget; every chunk is stamped with a joint state the sim published
 (the observation is keyed by the joint state), and arm_controller commands the arm; the frames on the
 camera topics are the recordings' frames bit for bit, in order, stamped on sim time (`/clock`) one
-recording period apart (across the loop's seam too), and (but for the very first) never on a joint
-state's stamp, so the
+recording period apart (at least one across the loop's seam), and (but for the very first) never on a
+joint state's stamp, so the
 goal ran because policy_server pairs by nearest stamp (`image_stamp_tolerance_s`; with 0 the same graph
 stops after the first chunk); the camera_info carries the recording's intrinsics. Time limits are hang
 guards only.
@@ -18,7 +18,6 @@ guards only.
 
 from __future__ import annotations
 
-import itertools
 import time
 from pathlib import Path
 
@@ -26,7 +25,12 @@ import numpy as np
 import pytest
 
 from tests.conftest import ProcessGroup
-from tests.ros.camera_recordings import INTRINSICS, requires_pyrealsense2, write_realsense_recording
+from tests.ros.camera_recordings import (
+    INTRINSICS,
+    check_sequence,
+    requires_pyrealsense2,
+    write_realsense_recording,
+)
 from tests.ros.graph_harness import (
     HANG_GUARD_S,
     GraphProbe,
@@ -156,12 +160,8 @@ def test_recorded_realsense_streams_drive_the_learned_policy(graph_checkpoint: P
         known = {np.ascontiguousarray(f).tobytes(): i for i, f in enumerate(recording.frames)}
         indices = [known.get(data) for _stamp, data in tap.frames]
         assert None not in indices, f"{name}: a frame that is not in the recording"
-        for a, b in itertools.pairwise(indices):
-            assert b == (a + 1) % FRAMES, f"{name}: frame {b} followed {a}"
         stamps = [s for s, _ in tap.frames]
-        steps = np.diff(stamps)
-        assert (steps > 0).all(), f"{name}: stamps went back"
-        assert np.allclose(steps, PERIOD_MS * 1e6, atol=1e3), f"{name}: not the recorded spacing"
+        check_sequence(indices, stamps, recording.times_ns, round(PERIOD_MS * 1e6) - 1)
         # Only the very first frame may share a stamp with a joint state (playback is anchored at the node
         # clock, which under sim time holds the sim's stamps); every other frame lies between the sim's
         # states, so pairing within the tolerance is what made the goal run.
