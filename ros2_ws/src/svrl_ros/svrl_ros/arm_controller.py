@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import time
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -40,6 +38,7 @@ from svrl_ros.conversions import (
     seconds_to_duration,
     stamp_to_nanoseconds,
 )
+from svrl_ros.node_runner import FatalError, run_node
 from svrl_ros.safety_filter import (
     DEFAULT_MAX_ACCELERATION,
     DEFAULT_VELOCITY_SCALE,
@@ -364,23 +363,10 @@ class ArmController(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        try:
-            node = ArmController()
-        except (ValueError, ParameterException) as error:
-            rclpy.logging.get_logger("arm_controller").fatal(f"bad configuration: {error}")
-            raise SystemExit(2) from None
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    fatal = (FatalError((ValueError, ParameterException), 2, "bad configuration: ", while_building=True),)
+    code = run_node(ArmController, "arm_controller", args=args, fatal=fatal)
+    if code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import rclpy
 from action_msgs.msg import GoalStatusArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -30,6 +29,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from svrl_ros import topics
 from svrl_ros.conversions import MessageError, image_from_msg, joint_positions, stamp_to_nanoseconds
+from svrl_ros.node_runner import run_node
 from svrl_ros.recording import KEEPS, SPLITS, RecordingSession
 from svrl_sim import robot
 
@@ -237,28 +237,15 @@ def run(
     """Spin the recorder until Ctrl-C / SIGTERM, then keep what was recorded (finalise the dataset)."""
     from rclpy.parameter import Parameter
 
-    rclpy.init(args=args)
-    node = None
     overrides = (
         [] if progress_period_s is None else [Parameter("progress_period_s", value=float(progress_period_s))]
     )
-    try:
-        try:
-            node = EpisodeRecorder(session, parameter_overrides=overrides)
-        except ValueError as error:
-            rclpy.logging.get_logger("episode_recorder").fatal(f"bad configuration: {error}")
-            return 2
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            _finish(node)
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(
+        lambda: EpisodeRecorder(session, parameter_overrides=overrides),
+        "episode_recorder",
+        args=args,
+        before_destroy=_finish,
+    )
 
 
 def _finish(node: EpisodeRecorder) -> None:

@@ -22,7 +22,6 @@ from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -32,7 +31,7 @@ from rcl_interfaces.msg import (
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool, String
@@ -51,6 +50,7 @@ from svrl_ros.drivers import Driver, LearnedDriver, RunnerDeadlineError, SelfExe
 from svrl_ros.goal_context import GoalContext, GoalEnded
 from svrl_ros.inference_schedule import INFERENCE_MODES
 from svrl_ros.learned_policy import CheckpointNotFoundError
+from svrl_ros.node_runner import FatalError, run_node
 from svrl_ros.runners import (
     LEARNED,
     RUNNER_NAMES,
@@ -627,28 +627,19 @@ class PolicyServer(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    exit_code = 0
-    try:
-        node = PolicyServer()
-        executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except CheckpointNotFoundError as error:
-        rclpy.logging.get_logger("policy_server").fatal(str(error))
-        exit_code = 1
-    except BadParameterError as error:
-        rclpy.logging.get_logger("policy_server").fatal(f"bad configuration: {error}")
-        exit_code = 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    if exit_code:
-        raise SystemExit(exit_code)
+    fatal = (
+        FatalError((CheckpointNotFoundError,), 1),
+        FatalError((BadParameterError,), 2, "bad configuration: ", while_building=True),
+    )
+    code = run_node(
+        PolicyServer,
+        "policy_server",
+        args=args,
+        fatal=fatal,
+        make_executor=lambda: MultiThreadedExecutor(num_threads=EXECUTOR_THREADS),
+    )
+    if code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -18,14 +18,11 @@ the sim-time arithmetic live in `sim_clock` (ROS-free, unit-tested).
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -42,6 +39,7 @@ from svrl_ros.conversions import (
     nanoseconds_to_stamp,
     stamp_to_nanoseconds,
 )
+from svrl_ros.node_runner import FatalError, run_node
 from svrl_ros.sim_clock import (
     ARM_JOINTS,
     FINGER_JOINTS,
@@ -405,29 +403,9 @@ class SimNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        node = SimNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except SimNodeError as error:
-        rclpy.logging.get_logger("sim_node").fatal(str(error))
-        code = 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception:
-        if rclpy.ok():
-            raise
-        # else: a callback was running when Ctrl-C shut the context down; nothing is lost
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    code = run_node(SimNode, "sim_node", args=args, fatal=(FatalError((SimNodeError,)),))
     if code:
-        sys.exit(code)
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

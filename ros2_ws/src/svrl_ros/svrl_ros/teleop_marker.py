@@ -24,11 +24,9 @@ import math
 import time
 
 import numpy as np
-import rclpy
 from action_msgs.msg import GoalStatusArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -50,6 +48,7 @@ from svrl_ros.conversions import (
 )
 from svrl_ros.goal_fallback import AbortWatch, fallback_wanted
 from svrl_ros.marker_protocol import MarkerServerState
+from svrl_ros.node_runner import run_node
 from svrl_ros.safety_filter import DEFAULT_WORKSPACE_MAX, DEFAULT_WORKSPACE_MIN
 from svrl_ros.teleop_markers import (
     BASE_FRAME,
@@ -524,23 +523,9 @@ def _moved(shown: tuple[np.ndarray, np.ndarray], position: np.ndarray, quaternio
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        try:
-            node = TeleopMarker()
-        except ValueError as error:
-            rclpy.logging.get_logger("teleop_marker").fatal(f"bad configuration: {error}")
-            raise SystemExit(2) from None
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    code = run_node(TeleopMarker, "teleop_marker", args=args)
+    if code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":
