@@ -30,7 +30,6 @@ that breaks off is reported; all on /diagnostics. Stamps and pacing: see camera_
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 
@@ -39,7 +38,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from rclpy.clock import Clock, ClockType, JumpThreshold
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -62,6 +60,7 @@ from svrl_ros.conversions import (
     intrinsics_camera_info_msg,
     nanoseconds_to_stamp,
 )
+from svrl_ros.node_runner import BAD_CONFIGURATION, FatalError, run_node
 
 LEVELS = {0: DiagnosticStatus.OK, 1: DiagnosticStatus.WARN, 2: DiagnosticStatus.ERROR}
 SOURCES = ("auto", "live", "playback")
@@ -370,31 +369,27 @@ class CameraNode(Node):
         super().destroy_node()
 
 
+def _spin(executor, node: CameraNode) -> int:
+    """Start the camera thread, spin until Ctrl-C or until the node gives up waiting for its device."""
+    node.start()
+    while rclpy.ok() and node.fatal is None:
+        executor.spin_once(timeout_sec=0.5)
+    if node.fatal is not None:
+        node.get_logger().fatal(node.fatal)
+        return 2
+    return 0
+
+
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        node = CameraNode()
-        node.start()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while rclpy.ok() and node.fatal is None:
-            executor.spin_once(timeout_sec=0.5)
-        if node.fatal is not None:
-            node.get_logger().fatal(node.fatal)
-            code = 2
-    except CameraNodeError as error:
-        rclpy.logging.get_logger("camera_node").fatal(str(error))
-        code = 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    code = run_node(
+        CameraNode,
+        "camera_node",
+        args=args,
+        fatal=(FatalError((CameraNodeError,)), BAD_CONFIGURATION),
+        spin=_spin,
+    )
     if code:
-        sys.exit(code)
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":
