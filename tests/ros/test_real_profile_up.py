@@ -83,12 +83,17 @@ def test_real_profile_up_without_an_arm_holds_and_skips_the_bring_up(
         # the safety filter's output is remapped onto ros2_control's trajectory controller: arm_controller is
         # the only publisher there and on the gripper controller's topic, and nothing is left on its own topic
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not node.get_publishers_info_by_topic(JTC_TOPIC):
+
+        def publisher_names(topic: str) -> list[str]:
+            return [i.node_name for i in node.get_publishers_info_by_topic(topic)]
+
+        # endpoints are discovered before the names of their nodes: wait for both
+        while time.monotonic() < deadline and (
+            not publisher_names(JTC_TOPIC) or "_NODE_NAME_UNKNOWN_" in publisher_names(JTC_TOPIC)
+        ):
             time.sleep(0.2)
-        assert [i.node_name for i in node.get_publishers_info_by_topic(JTC_TOPIC)] == ["arm_controller"]
-        assert [i.node_name for i in node.get_publishers_info_by_topic("/" + topics.GRIPPER_COMMANDS)] == [
-            "arm_controller"
-        ]
+        assert publisher_names(JTC_TOPIC) == ["arm_controller"]
+        assert publisher_names("/" + topics.GRIPPER_COMMANDS) == ["arm_controller"]
         assert node.get_publishers_info_by_topic("/" + topics.ARM_TRAJECTORY) == []
         # it starts in hold: nothing moves until a person names an owner
         deadline = time.monotonic() + 30

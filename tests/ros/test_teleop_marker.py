@@ -169,6 +169,14 @@ def operator(tmp_path_factory: pytest.TempPathFactory):
             op.client.initialise(HANG_GUARD_S)
             wait_until(lambda: op.mode() is not None, HANG_GUARD_S, "svrl/arm_mode", op.log())
             wait_until(lambda: probe.joint_states, HANG_GUARD_S, "joint states", op.log())
+            # arm_controller too (its periodic diagnostics say when): a node joins the lock-step sim's stream
+            # on its next idle re-send, and a drag before that has nothing to act on
+            wait_until(
+                lambda: any(not m.startswith("waiting for joint_states") for _, _, m in probe.diagnostics),
+                HANG_GUARD_S,
+                "arm_controller hearing joint states",
+                op.log(),
+            )
             op.nodes = nodes  # type: ignore[attr-defined]
             yield op
         finally:
@@ -192,7 +200,8 @@ def test_markers_are_served_at_the_measured_tool_pose(operator: Operator) -> Non
     assert {e.id for e in target.menu_entries} >= {MENU_TAKE_OVER, MENU_HAND_BACK, MENU_HOLD}
     wait_until(lambda: op.marker_at_measured(TOOL_TARGET), HANG_GUARD_S, "the handle at the measured tool")
     wait_until(lambda: op.marker_at_measured(TOOL_MEASURED), HANG_GUARD_S, "the ghost at the measured tool")
-    assert "[policy]" in op.description()
+    # the fixture waited for svrl/arm_mode itself; the node may hear it a moment later under load
+    wait_until(lambda: "[policy]" in op.description(), HANG_GUARD_S, "the handle showing the mode", op.log())
     op.check_protocol()
 
 
@@ -274,7 +283,9 @@ def test_the_arm_stops_when_feedback_stops(operator: Operator) -> None:
     wait_until(lambda: probe.trajectories_since(since), HANG_GUARD_S, "the drag starting", op.log())
     wait_until(lambda: probe.quiet_for(1.0), HANG_GUARD_S, "the arm holding without feedback", op.log())
     stopped_at = op.measured_tool()[0]
-    assert 0.005 < stopped_at[1] - start_pos[1] < 0.20, "the arm moved, then stopped well short of the target"
+    # How far it got depends on how many periods ran before the timeout (a loaded machine may run none);
+    # what must hold is that it stopped well short of a target it would otherwise have reached.
+    assert stopped_at[1] - start_pos[1] < 0.20, "the arm went on towards the target after feedback stopped"
     wait_until(lambda: op.marker_at_measured(), HANG_GUARD_S, "the handle snapping back after the timeout")
     count = len(probe.trajectories_since(since))
     time.sleep(0.5)

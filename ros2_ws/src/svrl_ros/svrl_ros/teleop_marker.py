@@ -82,6 +82,7 @@ FOLLOW_ANGLE_RAD = 0.01  # ... or turned this much (fewer updates for a still ar
 CHECKS_PER_PERIOD = 4  # the drag is checked this often per control period (chunks go out once per period)
 FEEDBACK_QOS_DEPTH = 10  # a MOUSE_UP must not be lost behind a burst of POSE_UPDATEs
 UPDATE_QOS_DEPTH = 100  # as interactive_markers' servers
+RESEND_PERIODS = 3  # lock-step: a chunk whose state has not advanced after this many periods is sent again
 RESULT_WAIT_S = 2.0  # how long the fallback waits for an aborted goal's result before holding anyway
 
 
@@ -416,9 +417,27 @@ class TeleopMarker(Node):
             if self._moving:
                 self._publish_stop()
             return
+        if self._chunk_pub.get_subscription_count() == 0:
+            self.get_logger().warning(
+                f"nobody subscribes to {topics.TELEOP_CHUNK} yet (arm_controller not running or not "
+                "discovered): the arm holds",
+                throttle_duration_sec=2.0,
+            )
+            return
         stamp_ns, position, quaternion, _ = self._measured
-        if stamp_ns <= self._last_chunk_stamp_ns or now - self._last_chunk_s < 0.9 * self._period_s:
-            return  # one chunk per new state and per period: a lock-step sim is paced to real time
+        if now - self._last_chunk_s < 0.9 * self._period_s:
+            return  # at most one chunk per period: a lock-step sim is paced to real time
+        if stamp_ns < self._last_chunk_stamp_ns:
+            return
+        if (
+            stamp_ns == self._last_chunk_stamp_ns
+            and now - self._last_chunk_s < RESEND_PERIODS * self._period_s
+        ):
+            return  # one chunk per new state ...
+        # ... unless the state has not moved on for a while: in lock-step the chunk was lost (a subscription
+        # matched on our side before arm_controller's), and the sim waits for it. Sending it again for the
+        # same state is harmless: arm_controller replaces a chunk of the same stamp and runs one action per
+        # state at most.
         actions = self._motion.chunk(position, quaternion, now)
         if actions is None:
             return
