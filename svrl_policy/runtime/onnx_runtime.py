@@ -42,8 +42,10 @@ class OnnxRuntime(PolicyRuntime):
     ) -> None:
         try:
             import onnxruntime as ort
-        except ImportError as exc:  # pragma: no cover - core dependency
-            raise RuntimeUnavailableError("onnxruntime is not installed: pip install onnxruntime") from exc
+        except ImportError as exc:  # the `cpu` or `gpu` extra (never both): `auto` then falls back to torch
+            raise RuntimeUnavailableError(
+                "onnxruntime is not installed: pip install 'svrl[cpu]' (or 'svrl[gpu]' on a CUDA machine)"
+            ) from exc
         ckpt_dir = Path(ckpt_dir)
         super().__init__(load_components(ckpt_dir, verify=verify))
         path = ckpt_dir / ONNX_FILE
