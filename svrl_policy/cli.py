@@ -1,4 +1,4 @@
-"""`svrl` subcommands owned by svrl_policy (registered from svrl_trainer.cli).
+"""`svrl` subcommands owned by svrl_policy (registered from svrl.cli).
 
 - `svrl export --ckpt C --format onnx|tensorrt`
 - `svrl bench policy [--json]`

@@ -1,4 +1,4 @@
-"""`svrl` subcommands owned by svrl_sim (registered from svrl_trainer.cli).
+"""`svrl` subcommands owned by svrl_sim (registered from svrl.cli).
 
     svrl sim tasks [--suite S]                      list suites, tasks and instructions
     svrl sim show --suite S --out FILE.png          montage of every task's first frame

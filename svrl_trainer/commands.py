@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--ckpt", required=True, help="policy checkpoint directory")
     ev.add_argument("--tasks", nargs="+", default=["spatial"], help="suites and/or task names")
     ev.add_argument("--episodes-per-task", type=int, default=50)
-    ev.add_argument("--backend", default="sim", choices=["sim", "toy"])
+    ev.add_argument("--backend", default="sim", help="env backend: sim, toy, or a plug-in (ros, libero)")
     ev.add_argument("--num-envs", type=int, default=16)
     ev.add_argument("--image-size", type=int, default=128)
     ev.add_argument("--out", default=None, help="folder for eval.json / eval.md / eval.png")

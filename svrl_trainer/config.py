@@ -44,7 +44,7 @@ class TrainConfigError(ValueError):
 @dataclass(frozen=True)
 class EnvSection:
     backend: str = "sim"
-    """'sim' (embedded MuJoCo suites) or 'toy' (PointReach, for tests)"""
+    """'sim' (embedded MuJoCo suites), 'toy' (PointReach, for tests) or a plug-in backend (catalog.py)"""
     tasks: tuple[str, ...] = ("spatial",)
     """suites and/or task names to train and evaluate on"""
     num_envs: int = 16

@@ -6,7 +6,7 @@ weights of the *whole* mini-batch, so that the all-reduced gradient is exactly t
 one (tested against it on CPU with gloo). Under FSDP the learner's parameters are sharded, so rank 0
 keeps an unsharded copy for rollouts and checkpoints, refreshed by a full-state gather after each update.
 
-    torchrun --nproc-per-node 4 -m svrl_trainer.cli train --config paper.yaml --set learner.strategy=fsdp
+    torchrun --nproc-per-node 4 -m svrl.cli train --config paper.yaml --set learner.strategy=fsdp
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ console = Console(stderr=True)
 
 def svrl_command(*args: str) -> list[str]:
     """`svrl ARGS...` with this interpreter, so the chain runs in the same environment as its caller."""
-    return [sys.executable, "-m", "svrl_trainer.cli", *args]
+    return [sys.executable, "-m", "svrl.cli", *args]
 
 
 class StageMismatchError(SystemExit):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from svrl_policy.policy import Policy
-from svrl_trainer.cli import main as svrl_main
+from svrl.cli import main as svrl_main
 from svrl_trainer.sft import (
     SFTConfig,
     chunk_targets,

@@ -15,7 +15,7 @@ import torch
 
 import svrl_trainer.sft as sft
 from svrl_policy.policy import Policy
-from svrl_trainer.cli import main as svrl_main
+from svrl.cli import main as svrl_main
 from svrl_trainer.sft import SFTConfig, train_sft
 from svrl_trainer.sft_state import ResumeMismatchError, RunExistsError, read_state
 
@@ -122,7 +122,7 @@ def test_sigkilled_cli_run_resumes_to_the_uninterrupted_weights(reach_dataset: P
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     assert svrl_main([*args, "--out", str(whole)]) == 0
     proc = subprocess.Popen(
-        [sys.executable, "-m", "svrl_trainer.cli", *args, "--out", str(cut)],
+        [sys.executable, "-m", "svrl.cli", *args, "--out", str(cut)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "OMP_NUM_THREADS": "1"},

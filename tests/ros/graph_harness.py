@@ -294,7 +294,7 @@ def sim_task(index: int = 0) -> str:
 
 def start_stack(processes: Any, log: Path, overrides: list[str]) -> Any:
     """`svrl up --profile sim --set ...` as a child process (what an operator runs)."""
-    args = ["-m", "svrl_trainer.cli", "up", "--profile", "sim"]
+    args = ["-m", "svrl.cli", "up", "--profile", "sim"]
     for override in overrides:
         args += ["--set", override]
     return processes.start_python(*args, log=log)

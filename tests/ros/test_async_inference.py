@@ -34,7 +34,7 @@ P = 100_000_000
 
 
 def test_bench_chunks_is_registered() -> None:
-    from svrl_trainer.cli import build_parser
+    from svrl.cli import build_parser
 
     args = build_parser().parse_args(
         ["bench", "chunks", "--latencies", "0", "0.2", "--trigger", "joint_states"]

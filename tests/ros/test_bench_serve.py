@@ -19,7 +19,7 @@ SIZES = [32, 64]
 
 
 def test_bench_serve_is_registered() -> None:
-    from svrl_trainer.cli import build_parser
+    from svrl.cli import build_parser
 
     args = build_parser().parse_args(["bench", "serve", "--json", "--sizes", "32", "64", "--chunks", "6"])
     assert args.json and args.sizes == SIZES and args.chunks == CHUNKS and args.backend == "onnx"

@@ -48,7 +48,7 @@ def test_real_profile_up_without_an_arm_holds_and_skips_the_bring_up(
         overrides += ["--set", f"{camera}.playback.path={frames}", "--set", f"{camera}.playback.loop=true"]
     stack = processes.start_python(
         "-m",
-        "svrl_trainer.cli",
+        "svrl.cli",
         "up",
         "--profile",
         "real",

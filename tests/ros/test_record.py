@@ -97,7 +97,7 @@ def test_record_a_takeover_load_it_and_run_an_sft_step(processes, tmp_path: Path
     out = tmp_path / "demos"
     log = tmp_path / "record.log"
     _start_graph(processes, tmp_path)
-    command = ["-m", "svrl_trainer.cli", "record", "--out", str(out), "--instruction", INSTRUCTION]
+    command = ["-m", "svrl.cli", "record", "--out", str(out), "--instruction", INSTRUCTION]
     recorder = processes.start_python(*command, "--progress-period-s", "1", log=log)
     probe = GraphProbe("record_test")
     try:
@@ -185,7 +185,7 @@ def test_record_interventions_keeps_the_goal_an_operator_took_over(
     log = tmp_path / "record.log"
     overrides = [f"policy_server.checkpoint={graph_checkpoint}", "policy_server.backend=onnx"]
     start_nodes(processes, tmp_path, [*overrides, f"sim_node.image_size={IMAGE_SIZE}"])
-    command = ["-m", "svrl_trainer.cli", "record", "--out", str(out), "--instruction", INSTRUCTION]
+    command = ["-m", "svrl.cli", "record", "--out", str(out), "--instruction", INSTRUCTION]
     recorder = processes.start_python(*command, "--interventions", "--progress-period-s", "0.5", log=log)
     probe = GraphProbe("interventions_test")
     graph_log = tmp_path / "policy_server.log"

@@ -19,7 +19,7 @@ def test_svrl_up_serves_the_profile_and_stops_on_sigint(processes, tmp_path) -> 
     from svrl_sim.tasks import tasks_in_suite
 
     stack = processes.start_python(
-        "-m", "svrl_trainer.cli", "up", "--profile", "sim_expert", log=tmp_path / "up.log"
+        "-m", "svrl.cli", "up", "--profile", "sim_expert", log=tmp_path / "up.log"
     )
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -61,7 +61,7 @@ def test_svrl_up_fails_when_a_node_dies(processes, tmp_path) -> None:
         "    parameters: {runner: no_such_runner}\n"
     )
     stack = processes.start_python(
-        "-m", "svrl_trainer.cli", "up", "--profile", str(bad_profile), log=tmp_path / "up.log"
+        "-m", "svrl.cli", "up", "--profile", str(bad_profile), log=tmp_path / "up.log"
     )
     assert stack.wait(timeout=90) == 1
     assert "exited on their own" in (tmp_path / "up.log").read_text()

@@ -405,7 +405,7 @@ def test_svrl_up_teleop_serves_the_markers(processes, graph_checkpoint: Path, tm
 
     log = tmp_path / "up.log"
     stack = processes.start_python(
-        "-m", "svrl_trainer.cli", "up", "--profile", "teleop", "--checkpoint", str(graph_checkpoint),
+        "-m", "svrl.cli", "up", "--profile", "teleop", "--checkpoint", str(graph_checkpoint),
         "--set", "sim_node.image_size=32", "--set", "policy_server.backend=onnx", log=log,
     )  # fmt: skip
     probe = GraphProbe("up_probe")

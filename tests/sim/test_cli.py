@@ -15,7 +15,7 @@ from svrl_sim.tasks import SUITES, tasks_in_suite
 
 def _svrl(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "svrl_trainer.cli", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "svrl.cli", *args], capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -25,7 +25,7 @@ def test_cli_suites_match_the_registry() -> None:
 
 def test_help_does_not_import_mujoco() -> None:
     code = (
-        "import sys, svrl_trainer.cli as c; c.build_parser(); "
+        "import sys, svrl.cli as c; c.build_parser(); "
         "assert 'mujoco' not in sys.modules and 'svrl_sim.env' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

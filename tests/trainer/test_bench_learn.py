@@ -25,7 +25,7 @@ def test_bench_learn_runs_every_stage_and_reports(tmp_path) -> None:
     ).save_pretrained(base)
     out = tmp_path / "bench"
     command = [
-        sys.executable, "-m", "svrl_trainer.cli", "bench", "learn", "--out", str(out), "--base", str(base),
+        sys.executable, "-m", "svrl.cli", "bench", "learn", "--out", str(out), "--base", str(base),
         "--suite", "object", "--sft-steps", "2", "--baseline-demos-per-task", "2", "--grpo-minutes", "0.001",
         "--grpo-eval-every", "1", "--grpo-eval-episodes-per-task", "1", "--eval-episodes-per-task", "1",
         "--grpo-set", "grpo.groups_per_batch=1", "--grpo-set", "grpo.max_sampling_rounds=1",

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.timeout(300)
 
 def test_bench_rollout_json_is_consistent() -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "svrl_trainer.cli", "bench", "rollout", "--json", "--preset", "debug",
+        [sys.executable, "-m", "svrl.cli", "bench", "rollout", "--json", "--preset", "debug",
          "--image-size", "64", "--episodes", "4", "--num-envs", "4", "--workers", "1"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip

@@ -52,7 +52,7 @@ def test_two_ranks_learn_exactly_what_one_process_learns(tmp_path, init_checkpoi
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     train = [
         "-m",
-        "svrl_trainer.cli",
+        "svrl.cli",
         "train",
         "--config",
         str(ranks),

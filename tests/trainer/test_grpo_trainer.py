@@ -152,7 +152,7 @@ def test_sigkill_mid_run_then_resume_matches_the_straight_run(tmp_path, init_che
     steps = 6
     straight = _steps(_run(_config(tmp_path / "a", init_checkpoint), total_steps=steps))
     config = _config(tmp_path / "b", init_checkpoint, total_steps=steps)
-    command = [sys.executable, "-m", "svrl_trainer.cli", "train", "--config", str(config)]
+    command = [sys.executable, "-m", "svrl.cli", "train", "--config", str(config)]
     run_dir = tmp_path / "b" / "run"
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -69,7 +69,7 @@ def graph_overrides(ckpt: Path, blending: str, trigger: str, image_size: int = 6
 
 
 def start_graph(spawn: Spawn, overrides: Sequence[str], log: Path) -> subprocess.Popen:
-    args = ["-m", "svrl_trainer.cli", "up", "--profile", "sim"]
+    args = ["-m", "svrl.cli", "up", "--profile", "sim"]
     for override in overrides:
         args += ["--set", override]
     return spawn(*args, log=log)

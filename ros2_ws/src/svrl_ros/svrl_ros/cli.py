@@ -1,4 +1,4 @@
-"""`svrl` subcommands owned by svrl_ros (registered from svrl_trainer.cli)."""
+"""`svrl` subcommands owned by svrl_ros (registered from svrl.cli)."""
 
 from __future__ import annotations
 

@@ -175,7 +175,7 @@ def start_graph(
     ckpt: Path, init_index: int, image_size: int, log: Path, env: dict[str, str]
 ) -> subprocess.Popen:
     command = [
-        "-m", "svrl_trainer.cli", "up", "--profile", "sim",
+        "-m", "svrl.cli", "up", "--profile", "sim",
         "--set", f"policy_server.checkpoint={ckpt}",
         "--set", f"policy_server.init_state_index={init_index}",
         "--set", "policy_server.init_state_split=eval",

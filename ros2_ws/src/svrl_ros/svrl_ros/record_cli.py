@@ -1,6 +1,6 @@
 """`svrl record`: record demonstrations from the robot graph's topics into a dataset `svrl sft` trains on.
 
-Registered from svrl_trainer.cli's table; nothing here imports rclpy until the command runs, so `svrl --help`
+Registered from svrl.cli's table; nothing here imports rclpy until the command runs, so `svrl --help`
 works without ROS. The recording itself is `episode_recorder` (a node) over `recording.RecordingSession`.
 """
 

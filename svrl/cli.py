@@ -1,4 +1,4 @@
-"""The single `svrl` command.
+"""The single `svrl` command: the table of contents above the packages.
 
 Each subcommand lives next to the code it drives and registers itself here through a small
 `register(subparsers)` function, so this file stays a table of contents. Heavy imports (torch,
