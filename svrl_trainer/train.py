@@ -18,6 +18,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +166,14 @@ class GrpoTrainer:
                 )
 
     # ------------------------------------------------------------------ the loop
-    def train(self, progress=None) -> list[dict[str, Any]]:
+    def train(
+        self,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+        on_checkpoint: Callable[[Path, dict[str, Any]], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Run to `total_steps` (or the time budget). `progress(metrics)` is called after each step's update,
+        before its evaluation; `on_checkpoint(path, metrics)` after each checkpoint is complete on disk, with
+        that step's metrics (evaluation included): how a wrapper (trainer_node) announces it."""
         cfg = self.config
         main = self.dist.is_main
         if main:
@@ -192,7 +200,9 @@ class GrpoTrainer:
                     metrics.update(self._evaluate())
                 self._log(metrics)
                 if checkpoint_now:
-                    self.save_checkpoint(optim_state)
+                    path = self.save_checkpoint(optim_state)
+                    if on_checkpoint is not None:
+                        on_checkpoint(path, metrics)
             if out_of_time:
                 log.info("time budget of %.1f min spent at step %d", cfg.time_budget_minutes, self.step)
                 break
