@@ -20,7 +20,8 @@ from svrl_policy.features import ACTION_DIMS, CAMERAS, PROPRIO_DIM
 
 CONFIG_FORMAT_VERSION = 1
 ARCHITECTURES = ("tiny", "hf_vla")
-TOKENIZERS = ("byte", "hf")
+TOKENIZERS = ("byte", "word", "hf")
+WORD_BUCKETS = 4096  # hashed-word vocabulary of the "word" tokenizer
 OFT_PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
 
 
@@ -57,7 +58,7 @@ class PolicyConfig:
     proprio_dim: int = PROPRIO_DIM  # 0 = the policy ignores proprioception
 
     # --- language ---
-    tokenizer: str = "byte"  # "byte" (offline, tiny) or "hf" (the backbone's own tokenizer)
+    tokenizer: str = "byte"  # "byte" / "word" (offline, tiny) or "hf" (the backbone's own tokenizer)
     max_text_len: int = 96  # tokens after the prompt template; longer prompts are truncated (with a warning).
     # 96 bytes hold every svrl_sim instruction whole (the longest is 82): the goal suite tells tasks apart
     # by their last words, so truncation would make them indistinguishable.
@@ -70,6 +71,7 @@ class PolicyConfig:
     mlp_ratio: float = 2.0
     patch_size: int = 16  # conv stem stride: image_size / patch_size patches per side
     dropout: float = 0.0
+    keypoints: int = 0  # spatial-softmax keypoints per camera, each one token (0: patch tokens only)
 
     # --- hf_vla backbone (transformers configs as plain dicts, so no download is needed to rebuild) ---
     vision_config: dict[str, Any] | None = None  # SiglipVisionConfig kwargs
@@ -142,8 +144,10 @@ class PolicyConfig:
         if not 0.0 <= self.dropout < 1.0:
             fail("dropout", "must be in [0, 1)")
         if self.architecture == "tiny":
-            if self.tokenizer != "byte":
-                fail("tokenizer", "the tiny architecture uses the offline byte tokenizer")
+            if self.tokenizer not in ("byte", "word"):
+                fail("tokenizer", "the tiny architecture uses an offline tokenizer: 'byte' or 'word'")
+            if self.keypoints < 0:
+                fail("keypoints", "must be >= 0 (0: no keypoint tokens)")
             patch = self.patch_size
             if patch < 4 or patch & (patch - 1):
                 fail("patch_size", "must be a power of two >= 4 (conv stem = 4x4 then 2x2 stages)")
@@ -354,4 +358,13 @@ def _debug_hf() -> PolicyConfig:
             "max_position_embeddings": 512,
             "tie_word_embeddings": False,
         },
+    )
+
+
+@register_preset("tiny96kp")
+def _tiny96kp() -> PolicyConfig:
+    # tiny96 with what a from-scratch base needs to learn precise grasps in CPU hours: 16 spatial-softmax
+    # keypoints per camera (sub-patch object positions) and hashed-word prompts (one token per word).
+    return PolicyConfig(
+        preset="tiny96kp", image_size=96, augment_shift=3, tokenizer="word", max_text_len=32, keypoints=16
     )

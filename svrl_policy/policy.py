@@ -26,11 +26,11 @@ from svrl_policy.checkpoint import (
     save_checkpoint,
 )
 from svrl_policy.codec import ActionCodec
-from svrl_policy.config import PolicyConfig
+from svrl_policy.config import WORD_BUCKETS, PolicyConfig
 from svrl_policy.models import build_model, count_parameters
 from svrl_policy.preprocess import ModelInputs, Preprocessor, ProprioStats
 from svrl_policy.sampling import sample_tokens, token_entropy, token_log_probs
-from svrl_policy.tokenizer import ByteTokenizer, HFTokenizer, TextTokenizer
+from svrl_policy.tokenizer import ByteTokenizer, HFTokenizer, TextTokenizer, WordTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ def build_tokenizer(config: PolicyConfig, *, allow_download: bool = False) -> Te
     """A fresh tokenizer for a config (checkpoints store theirs; this is for new policies)."""
     if config.tokenizer == "byte":
         return ByteTokenizer(config.max_text_len)
+    if config.tokenizer == "word":
+        return WordTokenizer(config.max_text_len, WORD_BUCKETS)
     if not config.text_pretrained:
         raise ValueError(
             "tokenizer='hf' needs config.text_pretrained (a local directory holding the tokenizer)"

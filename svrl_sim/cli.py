@@ -59,6 +59,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--action-space", choices=("ee_delta", "joint_pos"), default="ee_delta")
     p.add_argument("--workers", type=int, default=2, help="recording processes (default 2)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+    p.add_argument(
+        "--noise",
+        type=float,
+        default=0.0,
+        help="DART noise: std (m) added to the executed translation, the clean expert action is recorded "
+        "(default 0; the shipped base used 0.004)",
+    )
     p.set_defaults(handler=_demos)
 
 
@@ -155,6 +162,7 @@ def _demos(args: argparse.Namespace) -> int:
             workers=args.workers,
             overwrite=args.overwrite,
             on_episode=tick,
+            noise=args.noise,
         )
     print(
         f"wrote {summary.episodes} demos of {len(tasks)} tasks to {summary.out} "

@@ -6,6 +6,11 @@ expert fails from an init state, the next unused state of the same split is trie
 and written in a fixed order by this process, so the same command writes the same dataset.
 
 Frame t of an episode holds the observation the expert acted on and the action it took.
+
+`noise` (DART, Laskey et al. 2017): the arm executes the expert's action plus Gaussian noise, while the frame
+records the expert's clean action. Noise-free demos only show states on the expert's own path, so a cloned
+policy that drifts a centimetre off it has never seen how to come back; with noise every demo also shows the
+correction. The noise is seeded by (task, split, init state), so the same command writes the same dataset.
 """
 
 from __future__ import annotations
@@ -32,16 +37,37 @@ class DemoSummary:
     short: dict[str, int] = field(default_factory=dict)  # tasks that got fewer demos than asked
 
 
+ROTATION_NOISE_PER_METRE = 5.0  # rotation noise (rad) per metre of translation noise: 5 mm -> 0.025 rad
+
+
+def action_noise(
+    task: str, split: str, index: int, scale: float, action_dim: int
+) -> Callable[[], np.ndarray]:
+    """A seeded source of DART noise for one episode: translation `scale` m, rotation, never the gripper."""
+    import hashlib
+
+    seed = int.from_bytes(hashlib.sha256(f"svrl_sim/demo-noise/{task}/{split}/{index}".encode()).digest()[:8])
+    rng = np.random.Generator(np.random.PCG64(seed))
+    std = np.zeros(action_dim)
+    std[:3] = scale
+    if action_dim >= 7:
+        std[3:6] = scale * ROTATION_NOISE_PER_METRE
+    return lambda: rng.normal(0.0, 1.0, action_dim) * std
+
+
 def record_episodes(
-    task: str, split: str, indices: list[int], image_size: int, action_space: str
+    task: str, split: str, indices: list[int], image_size: int, action_space: str, noise: float = 0.0
 ) -> list[tuple[int, dict[str, Any] | None]]:
     """Expert episodes from the given init states: (index, arrays) or (index, None) when it failed."""
     from svrl_sim.tasks import InitState
 
     env = _worker_env(image_size, action_space)
     out: list[tuple[int, dict[str, Any] | None]] = []
+    if noise and action_space != "ee_delta":
+        raise ValueError("demo noise is defined for the ee_delta action space only")
     for index in indices:
         obs, _ = env.reset(task, InitState(split, index))
+        perturb = action_noise(task, split, index, noise, 7) if noise else None
         frames: dict[str, list[np.ndarray]] = {c: [] for c in env.cameras}
         proprio, actions = [], []
         terminated = truncated = False
@@ -51,7 +77,8 @@ def record_episodes(
                 frames[c].append(obs["images"][c])
             proprio.append(obs["proprio"])
             actions.append(action)
-            obs, _, terminated, truncated, _ = env.step(action)
+            executed = action if perturb is None else action + perturb().astype(action.dtype)
+            obs, _, terminated, truncated, _ = env.step(executed)
         if not terminated:
             out.append((index, None))
             continue
@@ -96,8 +123,11 @@ def write_demos(
     workers: int = 2,
     overwrite: bool = False,
     on_episode: Callable[[str, bool], None] | None = None,
+    noise: float = 0.0,
 ) -> DemoSummary:
-    """Record `per_task` successful expert demos of each task and write them to `out`."""
+    """Record `per_task` successful expert demos of each task and write them to `out`.
+
+    `noise` > 0: DART noise (metres, standard deviation) on the executed translation, see the module doc."""
     from svrl_policy.dataset import DatasetWriter  # the dataset format belongs to svrl_policy
     from svrl_sim.constants import ACTION_DIMS, CAMERAS, DEFAULT_CONTROL_HZ
     from svrl_sim.rendering import ensure_gl_backend
@@ -105,6 +135,8 @@ def write_demos(
 
     if per_task < 1:
         raise ValueError(f"per_task must be >= 1, got {per_task}")
+    if not (np.isfinite(noise) and 0.0 <= noise <= 0.02):
+        raise ValueError(f"noise={noise} m: must be in [0, 0.02] (larger swamps the expert's own steps)")
     tasks = [get_task(t).name for t in task_names]
     n_states = num_init_states(split)
     if per_task > n_states:
@@ -120,12 +152,14 @@ def write_demos(
         """Results in job order, with at most 2 x workers jobs in flight (bounded memory)."""
         if pool is None:
             for task, idx in job_list:
-                yield task, record_episodes(task, split, idx, image_size, action_space)
+                yield task, record_episodes(task, split, idx, image_size, action_space, noise)
             return
         window: deque[tuple[str, Future]] = deque()
         pending = iter(job_list)
         for task, idx in pending:
-            window.append((task, pool.submit(record_episodes, task, split, idx, image_size, action_space)))
+            window.append(
+                (task, pool.submit(record_episodes, task, split, idx, image_size, action_space, noise))
+            )
             if len(window) >= 2 * workers:
                 break
         while window:
@@ -134,7 +168,10 @@ def write_demos(
             nxt = next(pending, None)
             if nxt is not None:
                 window.append(
-                    (nxt[0], pool.submit(record_episodes, nxt[0], split, nxt[1], image_size, action_space))
+                    (
+                        nxt[0],
+                        pool.submit(record_episodes, nxt[0], split, nxt[1], image_size, action_space, noise),
+                    )
                 )
             yield task, result
 

@@ -1,0 +1,42 @@
+"""DART demonstrations: the arm executes noisy actions, the dataset keeps the expert's clean ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from svrl_sim.demos import action_noise, record_episodes, write_demos
+
+TASK = "pretrain/lift_cube_red"
+
+
+def test_noise_is_seeded_per_episode_and_spares_the_gripper() -> None:
+    a, b = action_noise(TASK, "train", 3, 0.005, 7), action_noise(TASK, "train", 3, 0.005, 7)
+    draws = np.stack([a() for _ in range(200)])
+    np.testing.assert_array_equal(draws[0], b())  # same (task, split, state): same noise
+    assert not np.array_equal(action_noise(TASK, "train", 4, 0.005, 7)(), draws[0])
+    assert np.all(draws[:, 6] == 0.0)  # the gripper command is never perturbed
+    assert draws[:, :3].std() == pytest.approx(0.005, rel=0.15)
+
+
+def test_noisy_demo_leaves_the_expert_path_and_still_succeeds() -> None:
+    ((_, clean),) = record_episodes(TASK, "train", [0], 48, "ee_delta")
+    ((_, noisy),) = record_episodes(TASK, "train", [0], 48, "ee_delta", noise=0.005)
+    ((_, again),) = record_episodes(TASK, "train", [0], 48, "ee_delta", noise=0.005)
+    assert clean is not None and noisy is not None  # kept only when the task succeeded
+    np.testing.assert_array_equal(noisy["proprio"], again["proprio"])  # deterministic
+    n = min(len(clean["proprio"]), len(noisy["proprio"]))
+    assert np.abs(noisy["proprio"][:n] - clean["proprio"][:n]).max() > 1e-3  # the states differ ...
+    # ... and each recorded action is the expert's own: no noise-sized jitter on the gripper channel, and
+    # translations stay inside the expert's limits (noise would push some beyond them)
+    assert set(np.unique(noisy["actions"][:, 6])) <= {-1.0, 1.0}
+    assert np.abs(noisy["actions"][:, :3]).max() <= np.abs(clean["actions"][:, :3]).max() + 1e-6
+
+
+def test_demo_noise_out_of_range_is_refused(tmp_path: Path) -> None:
+    for bad in (float("nan"), -0.001, 0.05):
+        with pytest.raises(ValueError, match="noise"):
+            write_demos(tmp_path / "d", [TASK], 1, noise=bad)
+    assert not (tmp_path / "d").exists()  # nothing half-written
