@@ -2,18 +2,28 @@
 
 Success is judged on true object poses and contacts, never on images (as LIBERO's BDDL predicates do).
 A placed object counts only once the gripper has let go of it, so "hold it above the plate" is not success.
+
+The predicates read the state through a small view: `SceneView` over MuJoCo's (model, data), or `PoseState`,
+the same facts as plain data (object poses, drawer travel, button depth, which objects touch the fingers),
+which any other simulator (the Isaac Sim bridge) can fill in.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from svrl_sim import objects as ob
-from svrl_sim._mj import mujoco
-from svrl_sim.scene import SceneIndex
+from svrl_sim.scene_spec import quat_rotate, quat_to_mat
 from svrl_sim.tasks import Goal, Task
+
+if TYPE_CHECKING:  # the MuJoCo view is only built where mujoco is loaded (SimEnv)
+    from svrl_sim._mj import mujoco
+    from svrl_sim.scene import SceneIndex
 
 
 class SceneView:
@@ -73,12 +83,87 @@ class SceneView:
         return bool(hit.any())
 
 
-def _resting_on_surface(view: SceneView, name: str, surface_z: float) -> bool:
+@dataclass(frozen=True)
+class PoseState:
+    """What the success predicates read, as plain data: a simulator-neutral `SceneView`.
+
+    poses: object name -> (x, y, z, qw, qx, qy, qz) of its body in the world (the robot base frame).
+    drawer: drawer travel (m, 0 = closed); button: how far the button cap is pressed in (m);
+    touching: names of the objects either finger pad is in contact with.
+    """
+
+    poses: Mapping[str, Sequence[float]]
+    drawer: float = 0.0
+    button: float = 0.0
+    touching: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        for name, pose in self.poses.items():
+            values = np.asarray(pose, dtype=float)
+            if values.shape != (7,) or not np.isfinite(values).all():
+                raise ValueError(
+                    f"pose of {name!r} must be 7 finite numbers (x, y, z, qw, qx, qy, qz), got {pose!r}"
+                )
+        if not (math.isfinite(self.drawer) and math.isfinite(self.button)):
+            raise ValueError(f"drawer ({self.drawer}) and button ({self.button}) must be finite")
+
+    @classmethod
+    def from_dict(cls, state: Mapping) -> PoseState:
+        """From JSON-like data: {"poses": {name: [7 numbers]}, "drawer": m, "button": m, "touching": [names]}."""
+        return cls(
+            poses={str(k): tuple(float(v) for v in p) for k, p in state["poses"].items()},
+            drawer=float(state.get("drawer", 0.0)),
+            button=float(state.get("button", 0.0)),
+            touching=frozenset(state.get("touching", ())),
+        )
+
+    def _pose(self, name: str) -> np.ndarray:
+        try:
+            return np.asarray(self.poses[name], dtype=float)
+        except KeyError:
+            raise KeyError(f"no pose for object {name!r} (have: {', '.join(sorted(self.poses))})") from None
+
+    def pos(self, name: str) -> np.ndarray:
+        return self._pose(name)[:3].copy()
+
+    def rot(self, name: str) -> np.ndarray:
+        return quat_to_mat(self._pose(name)[3:])
+
+    def upright(self, name: str) -> bool:
+        return bool(self.rot(name)[2, 2] > 0.9)
+
+    def drawer_travel(self) -> float:
+        return float(self.drawer)
+
+    def button_depth(self) -> float:
+        return float(self.button)
+
+    def drawer_frame(self) -> tuple[np.ndarray, np.ndarray]:
+        """The drawer slides out of the cabinet along the cabinet's -x axis (scene_spec's drawer joint)."""
+        cabinet = self._pose("cabinet")
+        origin = cabinet[:3] + quat_rotate(cabinet[3:], np.array([-self.drawer, 0.0, 0.0]))
+        return origin, quat_to_mat(cabinet[3:])
+
+    def touching_fingers(self, name: str) -> bool:
+        return name in self.touching
+
+
+def pose_state(view: SceneView, names: Sequence[str]) -> PoseState:
+    """Snapshot of a MuJoCo view as plain data, for the objects `names` (what another simulator reports)."""
+    poses = {}
+    for name in names:
+        body = view.index.objects[name].body_ids[0]
+        poses[name] = (*view.data.xpos[body], *view.data.xquat[body])
+    touching = frozenset(n for n in names if view.touching_fingers(n))
+    return PoseState(poses, view.drawer_travel(), view.button_depth(), touching)
+
+
+def _resting_on_surface(view: SceneView | PoseState, name: str, surface_z: float) -> bool:
     z = view.pos(name)[2]
     return view.upright(name) and abs(z - (surface_z + ob.OBJECTS[name].half[2])) < 0.012
 
 
-def holds(goal: Goal, view: SceneView, start: dict[str, np.ndarray] | None = None) -> bool:
+def holds(goal: Goal, view: SceneView | PoseState, start: Mapping[str, np.ndarray] | None = None) -> bool:
     """Whether one goal is satisfied in the current state. `start`: object positions at reset (for `lift`)."""
     kind = goal.kind
     if kind == "drawer_open":
@@ -146,6 +231,8 @@ def holds(goal: Goal, view: SceneView, start: dict[str, np.ndarray] | None = Non
     raise ValueError(f"goal {goal} is not supported (target shape {shape!r})")
 
 
-def task_success(task: Task, view: SceneView, start: dict[str, np.ndarray] | None = None) -> bool:
+def task_success(
+    task: Task, view: SceneView | PoseState, start: Mapping[str, np.ndarray] | None = None
+) -> bool:
     """All of the task's goals hold at once."""
     return all(holds(g, view, start) for g in task.goals)

@@ -25,16 +25,29 @@ from svrl_sim import robot
 from svrl_sim._mj import mujoco
 from svrl_sim.constants import CAMERA_MAIN, CAMERA_WRIST, CAMERAS
 from svrl_sim.kinematics import EE_SITE, add_tool_site
-from svrl_sim.objects import (
-    BUTTON_TRAVEL,
-    DRAWER_HANDLE_X,
-    DRAWER_HANDLE_Z,
-    DRAWER_TRAVEL,
-    OBJECTS,
-    ObjectSpec,
+from svrl_sim.objects import OBJECTS, ObjectSpec
+from svrl_sim.scene_spec import (
+    ARM_KP,
+    ARM_KV,
+    FLOOR_Z,
+    GRIPPER_FORCE,
+    GRIPPER_KP,
+    GRIPPER_KV,
+    IDENTITY_QUAT,
+    LIGHTS,
+    MAIN_CAMERA_EYE,
+    MAIN_CAMERA_FOVY,
+    MAIN_CAMERA_TARGET,
+    PHYSICS_DT,
+    STATIC_PARTS,
+    WRIST_CAMERA_FOVY,
+    ObjectModel,
+    Part,
+    library,
+    look_at_matrix,
+    park_position,
 )
 
-PHYSICS_DT = 0.002  # s
 HIDDEN_GROUP = 5  # geom group the cameras never draw
 VISIBLE_GROUP = 0
 
@@ -51,14 +64,6 @@ _OBJECT_FRICTION = (1.0, 0.01, 0.0001)
 _FINGER_FRICTION = (1.5, 0.02, 0.0001)
 
 
-# Where inactive objects wait: under the table, spread out, never in a camera.
-_PARK_Z = -0.6
-
-
-def park_position(index: int) -> np.ndarray:
-    return np.array([-1.5 - 0.3 * index, 0.0, _PARK_Z])
-
-
 def _add_box(body, pos, half, rgba, col, **kw):
     return body.add_geom(
         type=mujoco.mjtGeom.mjGEOM_BOX,
@@ -71,102 +76,60 @@ def _add_box(body, pos, half, rgba, col, **kw):
     )
 
 
-def _add_cyl(body, pos, radius, half_h, rgba, col, **kw):
-    return body.add_geom(
-        type=mujoco.mjtGeom.mjGEOM_CYLINDER,
-        pos=list(pos),
-        size=[radius, half_h, 0],
-        rgba=list(rgba),
-        contype=col[0],
-        conaffinity=col[1],
+_COLLISION_BITS = {"static": _STATIC, "object": _OBJECT, "none": _NONE}
+
+
+def _add_part(body, part: Part):
+    """One primitive of `svrl_sim.scene_spec` as a geom (colliding parts get the object friction)."""
+    kw = {} if part.collision == "none" else {"friction": list(_OBJECT_FRICTION), "condim": 4}
+    bits = _COLLISION_BITS[part.collision]
+    if part.shape == "box":
+        kind, size = mujoco.mjtGeom.mjGEOM_BOX, list(part.size)
+    else:
+        kind, size = mujoco.mjtGeom.mjGEOM_CYLINDER, [part.size[0], part.size[2], 0]
+    g = body.add_geom(
+        type=kind,
+        pos=list(part.pos),
+        size=size,
+        rgba=list(part.rgba),
+        contype=bits[0],
+        conaffinity=bits[1],
         **kw,
     )
+    if part.quat != IDENTITY_QUAT:
+        g.quat = list(part.quat)
+    if part.mass is not None:
+        g.mass = part.mass
+    return g
 
 
-def _build_object(spec: mujoco.MjSpec, obj: ObjectSpec, index: int) -> None:
+def _build_object(spec: mujoco.MjSpec, obj: ObjectModel, index: int) -> None:
+    """A library object from its scene_spec geometry, parked until a task activates it."""
     park = park_position(index)
     body = spec.worldbody.add_body(name=obj.name, pos=list(park), mocap=not obj.movable)
-    hx, _, hz = obj.half
-    dyn = {"friction": list(_OBJECT_FRICTION), "condim": 4}
     if obj.movable:
         body.add_freejoint(name=f"{obj.name}_joint")
-        if obj.shape in ("cube", "block", "carton"):
-            g = _add_box(body, (0, 0, 0), obj.half, obj.rgba, _OBJECT, **dyn)
-        else:  # can, puck
-            g = _add_cyl(body, (0, 0, 0), hx, hz, obj.rgba, _OBJECT, **dyn)
-        g.mass = obj.mass
-        return
-    # Fixed (mocap) objects: their body origin is on the table top.
-    rgba = obj.rgba
-    if obj.shape == "plate":
-        _add_cyl(body, (0, 0, 0.005), hx, 0.005, rgba, _STATIC, **dyn)
-    elif obj.shape == "box":
-        _add_box(body, (0, 0, hz), obj.half, rgba, _STATIC, **dyn)
-    elif obj.shape == "pad":
-        _add_box(body, (0, 0, 0.001), obj.half, rgba, _NONE)
-    elif obj.shape == "bowl":
-        _add_cyl(body, (0, 0, 0.004), 0.07, 0.004, rgba, _STATIC, **dyn)
-        n = 8
-        half_len = 0.07 * math.tan(math.pi / n) + 0.004
-        for k in range(n):
-            a = 2 * math.pi * k / n
-            g = _add_box(
-                body,
-                (0.07 * math.cos(a), 0.07 * math.sin(a), 0.025),
-                (0.006, half_len, 0.025),
-                rgba,
-                _STATIC,
-                **dyn,
-            )
-            g.quat = [math.cos(a / 2), 0, 0, math.sin(a / 2)]
-    elif obj.shape == "basket":
-        _add_box(body, (0, 0, 0.004), (0.085, 0.085, 0.004), rgba, _STATIC, **dyn)
-        for sx, sy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-            half = (0.005, 0.085, 0.03) if sx else (0.085, 0.005, 0.03)
-            _add_box(body, (0.08 * sx, 0.08 * sy, 0.03), half, rgba, _STATIC, **dyn)
-    elif obj.shape == "button":
-        _add_box(body, (0, 0, 0.015), (0.04, 0.04, 0.015), (0.35, 0.35, 0.38, 1.0), _STATIC, **dyn)
-        cap = body.add_body(name="button_cap", pos=[0, 0, 0], gravcomp=1.0)  # stays where it is pushed
-        cap.add_joint(
-            name="button_joint",
-            type=mujoco.mjtJoint.mjJNT_SLIDE,
-            axis=[0, 0, 1],
-            range=[-BUTTON_TRAVEL, 0.0],
-            damping=[5.0, 0, 0],
-            frictionloss=2.0,
-        )
-        g = _add_cyl(cap, (0, 0, 0.04), 0.025, 0.01, rgba, _OBJECT, **dyn)
-        g.mass = 0.02
-    elif obj.shape == "cabinet":
-        wood = rgba
-        _add_box(body, (0, 0, 0.132), (0.10, 0.12, 0.008), wood, _STATIC, **dyn)
-        for sy in (1, -1):
-            _add_box(body, (0, 0.112 * sy, 0.066), (0.10, 0.008, 0.066), wood, _STATIC, **dyn)
-        _add_box(body, (0.092, 0, 0.066), (0.008, 0.12, 0.066), wood, _STATIC, **dyn)
-        drawer = body.add_body(name="drawer", pos=[0, 0, 0])
-        drawer.add_joint(
-            name="drawer_joint",
-            type=mujoco.mjtJoint.mjJNT_SLIDE,
-            axis=[-1, 0, 0],
-            range=[0.0, DRAWER_TRAVEL],
-            damping=[8.0, 0, 0],
-            frictionloss=0.5,
-        )
-        front = (0.78, 0.72, 0.62, 1.0)
-        g = _add_box(drawer, (-0.092, 0, 0.066), (0.008, 0.104, 0.058), front, _OBJECT, **dyn)
-        g.mass = 0.3
-        _add_box(drawer, (0, 0, 0.012), (0.09, 0.1, 0.004), front, _OBJECT, **dyn)
-        for sy in (1, -1):
-            _add_box(drawer, (0, 0.1 * sy, 0.045), (0.09, 0.004, 0.035), front, _OBJECT, **dyn)
-        _add_box(drawer, (0.088, 0, 0.045), (0.004, 0.1, 0.035), front, _OBJECT, **dyn)
-        metal = (0.25, 0.25, 0.28, 1.0)
-        _add_box(drawer, (DRAWER_HANDLE_X, 0, DRAWER_HANDLE_Z), (0.006, 0.05, 0.006), metal, _OBJECT, **dyn)
-        for sy in (1, -1):
-            _add_box(
-                drawer, (-0.1225, 0.044 * sy, DRAWER_HANDLE_Z), (0.0225, 0.006, 0.006), metal, _OBJECT, **dyn
-            )
-    else:  # pragma: no cover - catalogue and builder are edited together
-        raise ValueError(f"no builder for shape {obj.shape!r}")
+    children = {}
+    joints = {j.body: j for j in obj.joints}
+    for part in obj.parts:
+        target = body
+        if part.body:
+            if part.body not in children:  # a jointed child body, created with its first part
+                joint = joints[part.body]
+                child = body.add_body(name=part.body, pos=[0, 0, 0])
+                if joint.gravity_compensated:
+                    child.gravcomp = 1.0
+                child.add_joint(
+                    name=joint.name,
+                    type=mujoco.mjtJoint.mjJNT_SLIDE,
+                    axis=list(joint.axis),
+                    range=list(joint.range),
+                    damping=[joint.damping, 0, 0],
+                    frictionloss=joint.frictionloss,
+                )
+                children[part.body] = child
+            target = children[part.body]
+        _add_part(target, part)
 
 
 _ARM_COLOURS = {
@@ -177,14 +140,9 @@ _ARM_COLOURS = {
     "right_finger": (0.15, 0.15, 0.16, 1.0),
 }
 
-# Position servos on the arm joints (N m / rad and N m s / rad). With gravity compensation on the links
-# these track a 2 cm / 0.1 s Cartesian step within the control period; the URDF effort limits clamp them.
-_ARM_KP = (2500.0, 2500.0, 2000.0, 2000.0, 600.0, 600.0, 400.0)
-_ARM_KV = (160.0, 160.0, 120.0, 120.0, 30.0, 30.0, 20.0)
+# Position servos on the arm joints: gains in scene_spec (ARM_KP / ARM_KV, shared with other simulators). With
+# gravity compensation on the links they track a 2 cm / 0.1 s Cartesian step within the control period.
 _ARM_ARMATURE = (0.1, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05)
-_GRIPPER_KP = (
-    1000.0  # N/m on the mean finger opening; closed on a 4 cm cube this squeezes with ~20 N per finger
-)
 
 
 def build_spec(image_size: int = 128) -> mujoco.MjSpec:
@@ -240,69 +198,59 @@ def build_spec(image_size: int = 128) -> mujoco.MjSpec:
         spec.joint(name).armature = arm
 
     add_tool_site(spec)
-    spec.body(robot.WRIST_CAMERA_LINK).add_camera(name=CAMERA_WRIST, fovy=80.0)
+    spec.body(robot.WRIST_CAMERA_LINK).add_camera(name=CAMERA_WRIST, fovy=WRIST_CAMERA_FOVY)
 
     # Actuators: position servos with the URDF effort limits (already imported as actuatorfrcrange).
     lower, upper, _ = robot.arm_limits()
     for i, name in enumerate(robot.ARM_JOINTS):
         act = spec.add_actuator(name=f"{name}_pos", target=name, trntype=mujoco.mjtTrn.mjTRN_JOINT)
-        act.set_to_position(kp=_ARM_KP[i], kv=_ARM_KV[i])
+        act.set_to_position(kp=ARM_KP[i], kv=ARM_KV[i])
         act.ctrlrange = [lower[i], upper[i]]
         act.ctrllimited = 1
     tendon = spec.add_tendon(name="gripper_opening")
     tendon.wrap_joint(robot.FINGER_JOINTS[0], 0.5)
     tendon.wrap_joint(robot.FINGER_JOINTS[1], 0.5)
     grip = spec.add_actuator(name="gripper_pos", target="gripper_opening", trntype=mujoco.mjtTrn.mjTRN_TENDON)
-    grip.set_to_position(kp=_GRIPPER_KP, kv=40.0)
+    grip.set_to_position(kp=GRIPPER_KP, kv=GRIPPER_KV)
     grip.ctrlrange = [0.0, robot.FINGER_OPEN]
     grip.ctrllimited = 1
-    grip.forcerange = [-70.0, 70.0]
+    grip.forcerange = [-GRIPPER_FORCE, GRIPPER_FORCE]
     grip.forcelimited = 1
     for name in robot.FINGER_JOINTS:
         spec.joint(name).damping = [2.0, 0.0, 0.0]
         spec.joint(name).armature = 0.01
 
-    # Table (top at z = 0) and a floor far below, so dropped objects come to rest.
+    # Table (top at z = 0; MuJoCo's default condim), the backdrop, and a floor far below for dropped objects.
     world = spec.worldbody
-    _add_box(
-        world,
-        (0.35, 0.0, -0.025),
-        (0.75, 0.75, 0.025),
-        (0.78, 0.70, 0.60, 1.0),
-        _STATIC,
-        friction=list(_OBJECT_FRICTION),
-    )
+    table, *others = STATIC_PARTS
+    _add_box(world, table.pos, table.size, table.rgba, _STATIC, friction=list(_OBJECT_FRICTION))
     world.add_geom(
         type=mujoco.mjtGeom.mjGEOM_PLANE,
-        pos=[0, 0, -0.8],
+        pos=[0, 0, FLOOR_Z],
         size=[3, 3, 0.1],
         rgba=[0.5, 0.5, 0.52, 1],
         contype=_STATIC[0],
         conaffinity=_STATIC[1],
     )
-    _add_box(world, (-0.5, 0.0, 0.4), (0.02, 1.2, 1.2), (0.82, 0.84, 0.86, 1.0), _NONE)  # backdrop
-    world.add_light(
-        name="sun",
-        pos=[0.6, 0.0, 1.5],
-        dir=[-0.2, 0.0, -1.0],
-        castshadow=False,
-        diffuse=[0.55, 0.55, 0.55],
-        specular=[0.05, 0.05, 0.05],
-        type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL,
-    )
+    for part in others:
+        _add_part(world, part)
+    for light in LIGHTS:
+        world.add_light(
+            name=light.name,
+            pos=list(light.pos),
+            dir=list(light.direction),
+            castshadow=False,
+            diffuse=list(light.diffuse),
+            specular=[0.05, 0.05, 0.05],
+            type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL,
+        )
 
     # Main camera: in front of the table looking back at the robot (LIBERO "agentview"-like).
-    cam_pos = np.array([1.08, 0.0, 0.72])
-    target = np.array([0.42, 0.0, 0.02])
-    fwd = (target - cam_pos) / np.linalg.norm(target - cam_pos)
-    right = np.cross(fwd, [0.0, 0.0, 1.0])
-    right /= np.linalg.norm(right)
-    up = np.cross(right, fwd)
     quat = np.zeros(4)
-    mujoco.mju_mat2Quat(quat, np.column_stack([right, up, -fwd]).flatten())
-    world.add_camera(name=CAMERA_MAIN, pos=list(cam_pos), quat=list(quat), fovy=48.0)
+    mujoco.mju_mat2Quat(quat, look_at_matrix(MAIN_CAMERA_EYE, MAIN_CAMERA_TARGET).flatten())
+    world.add_camera(name=CAMERA_MAIN, pos=list(MAIN_CAMERA_EYE), quat=list(quat), fovy=MAIN_CAMERA_FOVY)
 
-    for i, obj in enumerate(OBJECTS.values()):
+    for i, obj in enumerate(library()):
         _build_object(spec, obj, i)
     return spec
 
