@@ -38,6 +38,7 @@ setup(
             "teleop_marker = svrl_ros.teleop_marker:main",
             "camera_node = svrl_ros.camera_node:main",
             "episode_recorder = svrl_ros.episode_recorder:main",
+            "trainer_node = svrl_ros.trainer_node:main",
         ],
     },
 )

@@ -243,11 +243,31 @@ class LearnedDriver(Driver):
         except Exception as error:  # keep serving with the previous checkpoint, if any
             self._log.error(f"cannot load checkpoint {path}: {error}")
             return
+        self.install(policy)
+
+    def install(self, policy: LearnedPolicy) -> None:
+        """Serve `policy` from now on. Called on the runner thread, or when no goal runs and it is idle:
+        a chunk is always computed by the policy whose id it carries (policy_server, follow_checkpoints)."""
         self._policy = policy
         self.checkpoint_id = policy.checkpoint_id
         self.action_space = policy.action_space
         self.store.set_cameras(policy.cameras)
         self._log.info(f"checkpoint {policy.checkpoint_id} loaded (runtime {policy.runtime_name})")
+
+    def load_policy(self, path: str) -> LearnedPolicy:
+        """A new LearnedPolicy with the server's backend and temperature (any thread; it is not installed)."""
+        return LearnedPolicy(path, self._server._param("backend"), self._server._param("temperature"))
+
+    @property
+    def policy_path(self):
+        """The folder of the checkpoint serving now (None before one is loaded)."""
+        policy = self._policy
+        return policy.path if policy is not None else None
+
+    @property
+    def loading(self) -> str | None:
+        """The checkpoint a `checkpoint` parameter change is loading, if any."""
+        return self._loading
 
     def request_load(self, path: str) -> str | None:
         """Load a new checkpoint between goals: refused while a goal runs (a chunk's id must be true)."""

@@ -12,6 +12,13 @@ chunk (chunk_length 0) is published so the arm holds within one control period.
 Operator takeover: arm_controller publishes who owns the arm on svrl/arm_mode (latched). When it leaves
 "policy" while a goal runs (teleop, hold), the goal ends with REASON_TAKEOVER; a goal sent while the
 operator holds the arm is accepted and ends at once with the same reason, so the client learns why.
+
+Following a trainer (`follow_checkpoints`, learned runner; docs/sim_training.md): trainer_node announces each
+checkpoint on svrl/checkpoint; the newest is guarded (same action space and codec as the running checkpoint,
+intact files) and loaded off the runner thread, then swapped in when no goal runs or at the start of the next
+goal, before its first inference. A refused one is logged and reported on /diagnostics
+(`policy_server: checkpoint`), and the server keeps the model it has. Off by default: a robot changes its
+policy only when its operator turns this on.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -31,15 +39,17 @@ from rcl_interfaces.msg import (
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 from svrl_interfaces.action import ExecuteInstruction
-from svrl_interfaces.msg import ActionChunk
+from svrl_interfaces.msg import ActionChunk, PolicyCheckpoint
 
 from svrl_ros import topics
+from svrl_ros.checkpoint_follower import Announced, CheckpointFollower
 from svrl_ros.conversions import (
     duration_to_seconds,
     float32_sequence,
@@ -73,6 +83,7 @@ CHOICES = {
 }
 ARM_MODE_POLICY = "policy"  # chunk_executor.MODE_POLICY (that module pulls in the kinematics)
 EXECUTOR_THREADS = 6  # a running goal, a preempting one, admission/cancel, topics, services, parameters
+DIAGNOSTIC_LEVELS = {0: DiagnosticStatus.OK, 1: DiagnosticStatus.WARN, 2: DiagnosticStatus.ERROR}
 
 
 class BadParameterError(ValueError):
@@ -160,6 +171,13 @@ class PolicyServer(Node):
             cancel_callback=self._on_cancel,
             callback_group=self._goal_group,
         )
+        self._follower: CheckpointFollower | None = None
+        if isinstance(self._driver, LearnedDriver):
+            self._follow_checkpoints()
+        elif self._param("follow_checkpoints"):
+            self.get_logger().warning(
+                f"follow_checkpoints ignored: runner {runner_name!r} loads no checkpoint"
+            )
         self.get_logger().info(f"policy_server ready (runner: {self._driver.describe()})")
 
     # -- parameters --------------------------------------------------------------------------------
@@ -228,6 +246,16 @@ class PolicyServer(Node):
             ),
         )
         declare("backend", "auto", _descriptor(f"learned: runtime, one of {list(BACKENDS)}", read_only=True))
+        declare(
+            "follow_checkpoints",
+            False,
+            _descriptor(
+                f"learned: load the checkpoints trainer_node announces on {topics.POLICY_CHECKPOINT} when their "
+                "action space and codec match the running one's (swapped between goals; a refused one is "
+                "reported on /diagnostics and the model serving stays). Off by default: a robot's operator "
+                "turns it on. Settable at run time"
+            ),
+        )
         declare(
             "inference",
             "sync",
@@ -328,6 +356,8 @@ class PolicyServer(Node):
             problem = _choice_problem(param.name, value)
             if problem is not None:
                 return SetParametersResult(successful=False, reason=problem)
+            if param.name == "follow_checkpoints" and getattr(self, "_follower", None) is not None:
+                self._follower.set_enabled(bool(value))
             if param.name == "checkpoint" and isinstance(self._driver_or_none(), LearnedDriver):
                 reason = self._driver.request_load(str(value))
                 if reason is not None:
@@ -471,6 +501,7 @@ class PolicyServer(Node):
                     self._owner = None
                 self._in_flight -= 1
                 self._slot.notify_all()
+            self._install_pending_if_idle()
 
     def _take_arm(self, ctx: GoalContext) -> None:
         """Wait for the previous goal to hand the arm over (preempt mode), polling this goal's signals."""
@@ -490,6 +521,7 @@ class PolicyServer(Node):
         label = clip_text(ctx.instruction)
         try:
             self._take_arm(ctx)
+            self._install_pending(ctx)
             log.info(f"goal {label!r}: started ({self._driver.describe()})")
             self._feedback(ctx, Feedback.PHASE_STARTING)
             self._driver.start(ctx)
@@ -621,7 +653,84 @@ class PolicyServer(Node):
     def _feedback(self, ctx: GoalContext, phase: str) -> None:
         ctx.handle.publish_feedback(Feedback(step=ctx.steps, phase=phase, chunk_index=ctx.chunk_index))
 
+    # -- following a trainer's checkpoints (learned runner) ---------------------------------------------
+    def _follow_checkpoints(self) -> None:
+        driver = self._driver
+        assert isinstance(driver, LearnedDriver)
+        self._follower = CheckpointFollower(
+            load=driver.load_policy,
+            running_path=lambda: driver.policy_path,
+            on_pending=self._install_pending_if_idle,
+            on_change=self._publish_checkpoint_diagnostics,
+            log=self.get_logger(),
+            enabled=bool(self._param("follow_checkpoints")),
+        )
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
+        self.create_subscription(
+            PolicyCheckpoint, topics.POLICY_CHECKPOINT, self._on_checkpoint_announced, latched,
+            callback_group=self._io_group,
+        )  # fmt: skip
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        # wall time: a paused lock-step sim's /clock stands still, diagnostics must not
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(1.0, self._publish_checkpoint_diagnostics, self._io_group, clock=steady)
+
+    def _on_checkpoint_announced(self, msg: PolicyCheckpoint) -> None:
+        self._follower.announce(
+            Announced(
+                path=msg.path,
+                step=int(msg.step),
+                checkpoint_id=msg.checkpoint_id,
+                action_space=msg.action_space,
+                codec_fingerprint=msg.codec_fingerprint,
+            )
+        )
+        self._publish_checkpoint_diagnostics()
+
+    def _install_pending_if_idle(self) -> None:
+        """Swap in a loaded checkpoint now if no goal runs and the runner thread is idle (under the goal
+        slot, so no goal is admitted meanwhile); otherwise the next goal's start does it."""
+        follower = getattr(self, "_follower", None)
+        if follower is None:
+            return
+        with self._slot:
+            if self._in_flight or self._runner_thread.busy_for() is not None or self._driver.loading:
+                return
+            policy = follower.take_pending()
+            if policy is not None:
+                self._driver.install(policy)
+                follower.installed(policy)
+
+    def _install_pending(self, ctx: GoalContext) -> None:
+        """At a goal's start, before its first inference: swap in a loaded checkpoint on the runner thread
+        (queued behind any call still running there), so every chunk of the goal comes from one model."""
+        policy = self._follower.take_pending() if self._follower is not None else None
+        if policy is not None:
+            self.call_runner(ctx, self._driver.install, policy)
+            self._follower.installed(policy)
+
+    def _publish_checkpoint_diagnostics(self) -> None:
+        follower = getattr(self, "_follower", None)
+        publisher = getattr(self, "_diagnostics_pub", None)
+        if follower is None or publisher is None:
+            return
+        level, message, values = follower.status(self._driver.checkpoint_id)
+        status = DiagnosticStatus()
+        status.level = DIAGNOSTIC_LEVELS[level]
+        status.name = f"{self.get_name()}: checkpoint"
+        status.hardware_id = "svrl_policy"
+        status.message = message
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.status = [status]
+        publisher.publish(msg)
+
     def destroy_node(self) -> None:
+        if getattr(self, "_follower", None) is not None:
+            self._follower.close()
         self._runner_thread.shutdown()
         super().destroy_node()
 

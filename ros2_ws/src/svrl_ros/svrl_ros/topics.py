@@ -37,6 +37,9 @@ ARM_MODE = "svrl/arm_mode"
 ESTOP = "svrl/estop"
 RESET_ESTOP = "svrl/reset_estop"
 CONFIRM_SUCCESS = "svrl/confirm_success"
+# trainer_node announces each new checkpoint (svrl_interfaces/PolicyCheckpoint, transient-local depth 1); a
+# policy_server with follow_checkpoints loads it between goals when it passes checkpoint_guard.
+POLICY_CHECKPOINT = "svrl/checkpoint"
 # episode_recorder (`svrl record`): start / stop (keep) / discard an episode, std_srvs/Trigger each.
 RECORD_START = "svrl/record/start_episode"
 RECORD_STOP = "svrl/record/stop_episode"
