@@ -17,18 +17,18 @@ import logging
 import multiprocessing as mp
 import os
 import signal
-import traceback
 import warnings
 from collections.abc import Iterator, Sequence
 from multiprocessing.connection import Connection, wait
 from multiprocessing.shared_memory import SharedMemory
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from svrl_sim.constants import ACTION_DIMS, CAMERAS, DEFAULT_CONTROL_HZ, DEFAULT_IMAGE_SIZE, PROPRIO_DIM
 from svrl_sim.rendering import ensure_gl_backend
 from svrl_sim.tasks import InitState, Task, as_init_state, get_task, scene_init
+from svrl_sim.worker_protocol import attach_shared_memory, serve
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def _worker_main(
     from svrl_sim.env import SimEnv
 
     size = config["image_size"]
-    segments = {key: SharedMemory(name=name) for key, name in shm_names.items()}
+    segments = attach_shared_memory(shm_names)
     try:
         images = {
             c: np.ndarray((num_envs, size, size, 3), np.uint8, segments[c].buf) for c in config["cameras"]
@@ -81,45 +81,94 @@ def _worker_main(
             )
             env.bind_image_buffers({c: images[c][i] for c in config["cameras"]})
             envs[i] = env
-        conn.send(("ready", os.getpid()))
-        auto_reset = config["auto_reset"]
-        while True:
-            try:
-                msg = conn.recv()
-            except (EOFError, OSError):
-                return
-            cmd = msg[0]
-            if cmd == "close":
-                conn.send(("ok", None))
-                return
-            try:
-                if cmd == "reset":
-                    out = []
-                    for i, task, init_state, render in msg[1]:
-                        obs, info = envs[i].reset(task, init_state, render=render)
-                        proprio[i] = obs["proprio"]
-                        out.append((i, info))
-                    conn.send(("ok", out))
-                elif cmd == "step":
-                    render = msg[2]
-                    out = []
-                    for i, actions in msg[1]:
-                        env = envs[i]
-                        obs, reward, terminated, truncated, info = env.step_chunk(actions, render=render)
-                        proprio[i] = obs["proprio"]
-                        if auto_reset and (terminated or truncated):
-                            info = dict(info, final_proprio=obs["proprio"].copy(), auto_reset=True)
-                            obs, _ = env.reset(env.task, env.init_state, render=render)
-                            proprio[i] = obs["proprio"]
-                        out.append((i, reward, terminated, truncated, info))
-                    conn.send(("ok", out))
-                else:
-                    raise ValueError(f"unknown command {cmd!r}")
-            except Exception as exc:  # report, stay alive: the parent decides
-                conn.send(("error", type(exc).__name__, str(exc), traceback.format_exc()))
+        serve(conn, envs, proprio, config["auto_reset"])
     finally:
         for seg in segments.values():
             seg.close()
+
+
+# ------------------------------------------------------------------------------------------------ env factories
+class EnvFactory(Protocol):
+    """What a `VectorEnv` runs in its workers. `SimEnvFactory` (svrl_sim's own scenes) is the default; other
+    simulators (svrl_sim/libero/) provide their own, so one vector env serves every backend.
+
+    A factory checks episodes in the parent (bad names raise before any worker is touched) and starts one
+    worker process that speaks svrl_sim.worker_protocol."""
+
+    cameras: tuple[str, ...]
+    action_dim: int
+    proprio_dim: int
+
+    def episode(self, task: Any, init_state: Any) -> tuple[str, Any, str]:
+        """(task name, init state as the worker takes it, instruction); raises on an unknown task/state."""
+        ...
+
+    def start_worker(
+        self,
+        ctx: Any,
+        index: int,
+        env_ids: list[int],
+        conn: Connection,
+        shm_names: dict[str, str],
+        num_envs: int,
+        image_size: int,
+        auto_reset: bool,
+    ) -> Any:
+        """Start the worker owning `env_ids` on the child end `conn`; returns a handle with the interface of
+        `multiprocessing.Process` (pid, sentinel, is_alive, exitcode, join, kill, close)."""
+        ...
+
+
+class SimEnvFactory:
+    """svrl_sim's own `SimEnv` in multiprocessing children (what `VectorEnv` always did)."""
+
+    def __init__(
+        self,
+        action_space: str = "ee_delta",
+        control_hz: float = DEFAULT_CONTROL_HZ,
+        cameras: tuple[str, ...] = CAMERAS,
+    ) -> None:
+        if action_space not in ACTION_DIMS:
+            raise ValueError(f"action_space {action_space!r} is not one of {sorted(ACTION_DIMS)}")
+        if not cameras or any(c not in CAMERAS for c in cameras):
+            raise ValueError(f"cameras must be a non-empty subset of {CAMERAS}, got {cameras!r}")
+        self.action_space = action_space
+        self.action_dim = ACTION_DIMS[action_space]
+        self.control_hz = control_hz
+        self.cameras = tuple(cameras)
+        self.proprio_dim = PROPRIO_DIM
+
+    def episode(self, task: Any, init_state: Any) -> tuple[str, Any, str]:
+        t, ref = get_task(task), as_init_state(init_state)
+        scene_init(t, ref)  # raises IndexError for a bad index, here in the parent
+        return t.name, ref, t.instruction
+
+    def start_worker(
+        self,
+        ctx: Any,
+        index: int,
+        env_ids: list[int],
+        conn: Connection,
+        shm_names: dict[str, str],
+        num_envs: int,
+        image_size: int,
+        auto_reset: bool,
+    ) -> Any:
+        config = {
+            "image_size": image_size,
+            "action_space": self.action_space,
+            "control_hz": self.control_hz,
+            "cameras": list(self.cameras),
+            "auto_reset": auto_reset,
+        }
+        proc = ctx.Process(
+            target=_worker_main,
+            args=(index, env_ids, conn, shm_names, num_envs, config),
+            name=f"svrl-sim-worker-{index}",
+            daemon=True,
+        )
+        proc.start()
+        return proc
 
 
 # ------------------------------------------------------------------------------------------------ parent side
@@ -148,7 +197,10 @@ class _Worker:
 
 
 class VectorEnv:
-    """`num_envs` SimEnvs spread over `num_workers` processes, stepped as one batch.
+    """`num_envs` envs spread over `num_workers` processes, stepped as one batch.
+
+    The envs are svrl_sim's `SimEnv`s unless `env_factory` says otherwise (e.g. LIBERO's, in its own
+    interpreter: svrl_sim/libero/); `action_space`, `control_hz` and `cameras` then come from the factory.
 
     Batched observations follow docs/contracts.md: {"images": {cam: uint8[N, H, W, 3]}, "proprio":
     float32[N, 15], "instruction": list[str]} ("images" only when rendered). Arrays are copies: safe to keep.
@@ -166,6 +218,7 @@ class VectorEnv:
         timeout_s: float = 120.0,
         start_method: str = "spawn",
         render_threads: int | None = None,
+        env_factory: EnvFactory | None = None,
     ) -> None:
         """`render_threads`: rasteriser threads per worker (Mesa llvmpipe's LP_NUM_THREADS); default: the
         machine's cores divided among the workers, so workers do not fight over cores. An LP_NUM_THREADS already
@@ -176,16 +229,16 @@ class VectorEnv:
             num_workers = min(int(num_envs), os.cpu_count() or 1)
         if not 1 <= num_workers <= num_envs:
             raise ValueError(f"num_workers must be in [1, num_envs={num_envs}], got {num_workers}")
-        if action_space not in ACTION_DIMS:
-            raise ValueError(f"action_space {action_space!r} is not one of {sorted(ACTION_DIMS)}")
-        if not cameras or any(c not in CAMERAS for c in cameras):
-            raise ValueError(f"cameras must be a non-empty subset of {CAMERAS}, got {cameras!r}")
+        if env_factory is None:
+            env_factory = SimEnvFactory(action_space, control_hz, cameras)
+        self.factory = env_factory
         self.num_envs = int(num_envs)
         self.num_workers = int(num_workers)
         self.image_size = int(image_size)
-        self.action_space = action_space
-        self.action_dim = ACTION_DIMS[action_space]
-        self.cameras = tuple(cameras)
+        self.action_space = getattr(env_factory, "action_space", "ee_delta")
+        self.action_dim = int(env_factory.action_dim)
+        self.cameras = tuple(env_factory.cameras)
+        self.proprio_dim = int(env_factory.proprio_dim)
         self.auto_reset = bool(auto_reset)
         self.timeout_s = float(timeout_s)
         self.gl_backend = ensure_gl_backend()  # probe once here; children inherit MUJOCO_GL
@@ -193,13 +246,6 @@ class VectorEnv:
         if render_threads is None:
             render_threads = max(1, (os.cpu_count() or 1) // self.num_workers)
         self._child_env = dict(_WORKER_ENV, LP_NUM_THREADS=str(int(render_threads)))
-        self._config = {
-            "image_size": self.image_size,
-            "action_space": action_space,
-            "control_hz": control_hz,
-            "cameras": list(self.cameras),
-            "auto_reset": self.auto_reset,
-        }
         self._closed = False
         self._workers: list[_Worker] = []
         self._segments: dict[str, SharedMemory] = {}
@@ -208,15 +254,16 @@ class VectorEnv:
         try:
             for cam in self.cameras:
                 self._segments[cam] = SharedMemory(create=True, size=n * s * s * 3)
-            self._segments["proprio"] = SharedMemory(create=True, size=n * PROPRIO_DIM * 4)
+            self._segments["proprio"] = SharedMemory(create=True, size=n * self.proprio_dim * 4)
             self._images = {
                 c: np.ndarray((n, s, s, 3), np.uint8, self._segments[c].buf) for c in self.cameras
             }
-            self._proprio = np.ndarray((n, PROPRIO_DIM), np.float32, self._segments["proprio"].buf)
+            self._proprio = np.ndarray((n, self.proprio_dim), np.float32, self._segments["proprio"].buf)
             for c in self.cameras:
                 self._images[c][:] = 0
             self._proprio[:] = 0
-            self._specs: list[tuple[Task, InitState] | None] = [None] * n
+            # per env: (task name, init state as its worker takes it, instruction)
+            self._specs: list[tuple[str, Any, str] | None] = [None] * n
             self._running = np.zeros(n, dtype=bool)
             chunks = np.array_split(np.arange(n), self.num_workers)
             self._workers = [_Worker(w, [int(i) for i in ids]) for w, ids in enumerate(chunks)]
@@ -251,16 +298,12 @@ class VectorEnv:
             raise ValueError(f"got {len(specs)} (task, init_state) pairs for {len(ids)} envs")
         if any(not 0 <= i < self.num_envs for i in ids) or len(set(ids)) != len(ids):
             raise ValueError(f"env_ids must be distinct indices in [0, {self.num_envs}), got {ids}")
-        resolved = []
-        for task, init_state in specs:
-            t, ref = get_task(task), as_init_state(init_state)
-            scene_init(t, ref)  # raises IndexError for a bad index, here in the parent
-            resolved.append((t, ref))
+        resolved = [self.factory.episode(task, init_state) for task, init_state in specs]
         payload: dict[int, list] = {}
-        for i, (t, ref) in zip(ids, resolved, strict=True):
-            payload.setdefault(int(self._owner[i]), []).append((i, t.name, ref, render))
-        for i, (t, ref) in zip(ids, resolved, strict=True):
-            self._specs[i] = (t, ref)
+        for i, (name, ref, _) in zip(ids, resolved, strict=True):
+            payload.setdefault(int(self._owner[i]), []).append((i, name, ref, render))
+        for i, spec in zip(ids, resolved, strict=True):
+            self._specs[i] = spec
         replies, failed = self._roundtrip({w: ("reset", items) for w, items in payload.items()})
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         for w in list(failed):  # the replacement worker starts empty: reset the requested envs there again
@@ -305,7 +348,7 @@ class VectorEnv:
             )
         payload: dict[int, list] = {}
         for i in np.flatnonzero(active):
-            payload.setdefault(int(self._owner[i]), []).append((int(i), a[i]))
+            payload.setdefault(int(self._owner[i]), []).append((int(i), a[i].tolist()))
         replies, failed = self._roundtrip({w: ("step", items, render) for w, items in payload.items()})
 
         rewards = np.zeros(self.num_envs, np.float32)
@@ -385,14 +428,22 @@ class VectorEnv:
         parent, child = self._ctx.Pipe(duplex=True)
         names = {k: seg.name for k, seg in self._segments.items()}
         with _child_environment(self._child_env):
-            proc = self._ctx.Process(
-                target=_worker_main,
-                args=(w.index, w.env_ids, child, names, self.num_envs, self._config),
-                name=f"svrl-sim-worker-{w.index}",
-                daemon=True,
-            )
-            proc.start()
-        child.close()
+            try:
+                proc = self.factory.start_worker(
+                    self._ctx,
+                    w.index,
+                    w.env_ids,
+                    child,
+                    names,
+                    self.num_envs,
+                    self.image_size,
+                    self.auto_reset,
+                )
+            except BaseException:
+                parent.close()
+                raise
+            finally:
+                child.close()
         w.process, w.conn = proc, parent
 
     def _await_ready(self, w: _Worker) -> None:
@@ -412,6 +463,7 @@ class VectorEnv:
         raise RuntimeError(
             f"svrl_sim worker {w.index} did not start within {self.timeout_s:.0f} s (exit code {code}); "
             "check that MUJOCO_GL works in a subprocess (python -c 'import svrl_sim.env')"
+            + getattr(self.factory, "start_hint", "")
         )
 
     def _stop(self, w: _Worker, grace_s: float) -> None:
@@ -502,7 +554,7 @@ class VectorEnv:
 
     def _reset_after_failure(self, w: _Worker, render: bool) -> None:
         items = [
-            (i, self._specs[i][0].name, self._specs[i][1], render)  # type: ignore[index]
+            (i, self._specs[i][0], self._specs[i][1], render)  # type: ignore[index]
             for i in w.env_ids
             if self._specs[i] is not None
         ]
@@ -516,7 +568,7 @@ class VectorEnv:
     def _observation(self, render: bool) -> dict[str, Any]:
         obs: dict[str, Any] = {
             "proprio": self._proprio.copy(),  # type: ignore[union-attr]
-            "instruction": [spec[0].instruction if spec is not None else "" for spec in self._specs],
+            "instruction": [spec[2] if spec is not None else "" for spec in self._specs],
         }
         if render:
             obs["images"] = {c: self._images[c].copy() for c in self.cameras}
