@@ -149,7 +149,7 @@ def test_trainer_node_reports_progress_and_announces_each_checkpoint(
     node = processes.start_python(
         "-m", "svrl_ros.trainer_node", "--ros-args",
         "-p", f"config:={toy_run / 'config.yaml'}",
-        "-p", f"overrides:=[out_dir={run_dir}, seed=1]",
+        "-p", f"out_dir:={run_dir}", "-p", "overrides:=[seed=1]",
         "-p", "diagnostics_period_s:=0.2",
         log=log,
     )  # fmt: skip
@@ -198,7 +198,7 @@ def test_bad_config_ends_the_node_with_one_line(
     toy_run: Path, ros_env: dict[str, str], tmp_path: Path
 ) -> None:
     cases = {
-        "missing.yaml is not a file": ["-p", f"config:={tmp_path / 'missing.yaml'}"],
+        "missing.yaml is neither a file nor a config": ["-p", f"config:={tmp_path / 'missing.yaml'}"],
         "grpo.group_size=1": [
             "-p",
             f"config:={toy_run / 'config.yaml'}",

@@ -21,6 +21,7 @@ its diagnostics and the latched announcement until stopped (`exit_when_done: tru
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import traceback
@@ -31,7 +32,7 @@ import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, ParameterType
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import Executor
+from rclpy.executors import Executor, ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from svrl_interfaces.msg import PolicyCheckpoint
@@ -63,6 +64,22 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
+def resolve_config(config: str) -> Path:
+    """A train YAML path, or the name of one shipped in svrl_trainer/configs/ (`tiny`, `paper`)."""
+    config = config.strip()
+    if not config:
+        raise ValueError("parameter config is empty: name a train YAML or a shipped config (tiny, paper)")
+    path = Path(config)
+    if path.is_file():
+        return path
+    import svrl_trainer
+
+    shipped = Path(svrl_trainer.__file__).parent / "configs" / f"{config}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise ValueError(f"parameter config: {config} is neither a file nor a config in {shipped.parent}")
+
+
 def announcement_msg(announcement: Announcement, stamp: Any) -> PolicyCheckpoint:
     msg = PolicyCheckpoint()
     msg.header.stamp = stamp
@@ -83,14 +100,11 @@ class TrainerNode(Node):
         self._declare_parameters()
         from svrl_trainer.config import load_train_config  # no torch: the config module imports nothing heavy
 
-        config_path = str(self.get_parameter("config").value).strip()
-        if not config_path:
-            raise ValueError(
-                "parameter config is empty: name a train YAML (e.g. svrl_trainer/configs/tiny.yaml)"
-            )
-        if not Path(config_path).is_file():
-            raise ValueError(f"parameter config: {config_path} is not a file")
+        config_path = resolve_config(str(self.get_parameter("config").value))
         overrides = parse_overrides(list(self.get_parameter("overrides").value or []))
+        for name in ("init_checkpoint", "out_dir"):  # the two a profile's user sets most: plain parameters
+            if value := str(self.get_parameter(name).value).strip():
+                overrides[name] = value
         self.config = load_train_config(config_path, overrides)  # TrainConfigError is a ValueError: exit 2
         self.progress = TrainingProgress(
             self.config.out_dir, self.config.total_steps, self.config.env.backend
@@ -109,7 +123,12 @@ class TrainerNode(Node):
         def declare(name: str, value: Any, description: str, **kwargs: Any) -> None:
             self.declare_parameter(name, value, ParameterDescriptor(description=description, **kwargs))
 
-        declare("config", "", "train YAML, as `svrl train --config`", read_only=True)
+        declare(
+            "config",
+            "",
+            "train YAML, as `svrl train --config`, or a shipped one by name (tiny)",
+            read_only=True,
+        )
         self.declare_parameter(
             "overrides",
             [""],
@@ -119,6 +138,8 @@ class TrainerNode(Node):
                 read_only=True,
             ),
         )
+        declare("init_checkpoint", "", "policy GRPO starts from (empty: the config's)", read_only=True)
+        declare("out_dir", "", "run folder (empty: the config's)", read_only=True)
         declare(
             "resume", False, "continue the run in out_dir from its last complete checkpoint", read_only=True
         )
@@ -202,7 +223,13 @@ class TrainerNode(Node):
 
 def _spin_and_train(executor: Executor, node: TrainerNode) -> int:
     """The executor on a thread (timers, publishing), training here; then serve until stopped or exit."""
-    spinner = threading.Thread(target=executor.spin, name="trainer_node_executor", daemon=True)
+
+    def spin() -> None:
+        # Ctrl-C / SIGTERM shut the context down: the main thread ends the run
+        with contextlib.suppress(ExternalShutdownException):
+            executor.spin()
+
+    spinner = threading.Thread(target=spin, name="trainer_node_executor", daemon=True)
     spinner.start()
     code = node.train()
     if code or node.progress.state == FAILED or bool(node.get_parameter("exit_when_done").value):
