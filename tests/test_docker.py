@@ -18,6 +18,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
+ISAAC_DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile.isaac"
 
 
 def _hadolint() -> str:
@@ -29,7 +30,7 @@ def _hadolint() -> str:
 
 def test_every_dockerfile_is_hadolint_clean() -> None:
     dockerfiles = [p for p in REPO_ROOT.rglob("Dockerfile*") if not {".venv", "build", "runs"} & set(p.parts)]
-    assert DOCKERFILE in dockerfiles
+    assert DOCKERFILE in dockerfiles and ISAAC_DOCKERFILE in dockerfiles
     run = subprocess.run(
         [_hadolint(), "--failure-threshold", "info", "--no-color", *map(str, dockerfiles)],
         capture_output=True,
@@ -81,3 +82,24 @@ def test_compose_runs_the_real_stack_with_host_network_ipc_usb_and_gpu() -> None
 def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
     ignored = set((REPO_ROOT / ".dockerignore").read_text().split())
     assert {".git", ".venv", "build", "runs", "install", "log"} <= ignored
+
+
+def test_isaac_image_pins_the_bridges_isaac_sim_runs_the_bridge_as_a_user_and_accepts_no_eula() -> None:
+    """docker/Dockerfile.isaac (docs/isaac_sim.md): the base, the `isaac` extra and the bridge agree on one
+    Isaac Sim release; svrl goes into Isaac Sim's Python with extras that exist; the EULA is the runner's."""
+    from svrl_ros.isaac.isaac_bridge import ISAAC_SIM_VERSION
+
+    text = ISAAC_DOCKERFILE.read_text()
+    assert re.search(
+        rf"^ARG ISAAC_SIM_IMAGE=nvcr\.io/nvidia/isaac-sim:{re.escape(ISAAC_SIM_VERSION)}$", text, re.M
+    )
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["isaac"] == [f"isaacsim[all,extscache]=={ISAAC_SIM_VERSION}"]
+    (installed,) = re.findall(r'python\.sh" -m pip install --no-cache-dir "/opt/svrl\[([a-z,-]+)\]"', text)
+    assert {"ros", "ros-build"} <= set(installed.split(",")) <= set(extras)
+    assert "scripts/build_ros_interfaces.sh" in text  # svrl_interfaces built into the same Python
+    users = re.findall(r"^USER (\S+)", text, re.M)
+    assert users and users[-1].split(":")[0] not in {"0", "root"}
+    assert "ACCEPT_EULA" not in "".join(re.findall(r"^(?:ENV|ARG) .*$", text, re.M))
+    assert re.search(r'^ENTRYPOINT \["/isaac-sim/python\.sh"\]$', text, re.M)
+    assert re.search(r'^CMD \["-m", "svrl_ros\.isaac\.isaac_bridge", "--ros-args"', text, re.M)
