@@ -89,6 +89,21 @@ def test_bridge_options_and_ros_arguments_are_split_at_ros_args() -> None:
         parse_args(["--render-frames", "0"])
 
 
+def test_bridge_geometry_helpers() -> None:
+    """The small pure pieces IsaacEngine relies on: which prims are the robot's, and light directions."""
+    from svrl_ros.isaac.isaac_bridge import _quat_from_minus_z, _robot_prefix
+
+    from svrl_sim.scene_spec import quat_rotate
+
+    assert _robot_prefix("/svrl_arm/base_link") == "/svrl_arm"
+    assert _robot_prefix("/World/svrl_arm/base_link") == "/World/svrl_arm"
+    with pytest.raises(RuntimeError, match="cannot tell"):
+        _robot_prefix("/World")  # never give the robot's settings to the whole scene
+    for direction in ([-0.2, 0.0, -1.0], [0.0, 0.0, -1.0], [0.0, 0.0, 1.0], [1.0, 2.0, 0.5]):
+        d = np.asarray(direction) / np.linalg.norm(direction)
+        np.testing.assert_allclose(quat_rotate(np.array(_quat_from_minus_z(d)), [0, 0, -1]), d, atol=1e-12)
+
+
 # ------------------------------------------------------------------------------------------ BridgeEnv
 def test_bridge_env_reproduces_sim_env_step_for_step() -> None:
     """BridgeEnv on the MuJoCo engine == SimEnv: images at reset, then proprio, reward and ends of every

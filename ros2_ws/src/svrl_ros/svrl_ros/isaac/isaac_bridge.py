@@ -453,10 +453,16 @@ class IsaacEngine:
         self._world.stop()
 
 
-def _robot_prefix(root: str) -> str:
-    """The imported robot's top prim (URDFParseAndImportFile answers the articulation root below it)."""
+def _robot_prefix(root: str, robot_name: str = "svrl_arm") -> str:
+    """The imported robot's own top prim, named after the URDF's <robot name> (URDFParseAndImportFile answers
+    the articulation root, which may lie below it). Never a shared parent such as /World: what is below the
+    prefix gets the robot's gravity and collision settings."""
     parts = [p for p in str(root).split("/") if p]
-    return "/" + parts[0] if parts else "/"
+    if robot_name in parts:
+        return "/" + "/".join(parts[: parts.index(robot_name) + 1])
+    if not parts or parts == ["World"]:
+        raise RuntimeError(f"URDF import answered {root!r}: cannot tell the robot's prims from the scene's")
+    return "/" + "/".join(parts)
 
 
 def _ancestors(prim):
