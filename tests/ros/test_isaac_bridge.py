@@ -141,6 +141,26 @@ def test_bridge_env_reproduces_sim_env_step_for_step() -> None:
         bridge.close()
 
 
+def test_bridge_env_offers_everything_sim_node_uses_of_its_env() -> None:
+    """sim_node grows (sim/step_chunk came late): every attribute it reads from its env must exist on
+    BridgeEnv too, or the bridge would fail only on a GPU machine."""
+    source = (REPO_ROOT / "ros2_ws/src/svrl_ros/svrl_ros/sim_node.py").read_text()
+    used = set()
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Attribute):
+            continue
+        base = node.value
+        if (isinstance(base, ast.Attribute) and base.attr == "_env") or (
+            isinstance(base, ast.Name) and base.id == "env"
+        ):
+            used.add(node.attr)
+    assert {"reset", "step_command", "render", "data", "model", "index"} <= used  # the scan sees them
+    env = BridgeEnv(FakeEngine(), image_size=IMAGE_SIZE)
+    env.reset("goal/press_button", ("eval", 0), render=False)
+    missing = sorted(name for name in used if not hasattr(env, name))
+    assert not missing, f"BridgeEnv lacks what sim_node uses: {missing}"
+
+
 class FakeEngine:
     """Perfect servos (joints jump to their targets), objects where the spec put them, black images; records
     what reaches it. `succeed_after`: report the button pressed from that many actuations on."""
