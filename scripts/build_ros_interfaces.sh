@@ -40,6 +40,6 @@ cmake -S "$PKG_SRC" -B "$BUILD_DIR" -DCMAKE_INSTALL_PREFIX="$VENV" -DPython3_EXE
 cmake --build "$BUILD_DIR" -j"$(nproc)" >"$BUILD_DIR.build.log" 2>&1 || { tail -50 "$BUILD_DIR.build.log"; exit 1; }
 cmake --install "$BUILD_DIR" >/dev/null
 "$PY" -c "from svrl_interfaces.action import ExecuteInstruction; from svrl_interfaces.msg import ActionChunk; \
-from svrl_interfaces.srv import SetMode, ResetEpisode, StepSim"
+from svrl_interfaces.srv import SetMode, ResetEpisode, StepSim, StepChunk"
 echo "$src_hash" >"$STAMP"
 echo "svrl_interfaces: built and importable"

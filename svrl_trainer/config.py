@@ -57,6 +57,9 @@ class EnvSection:
     'mixed_first' (prefer states whose recent sampled success is neither 0 nor 1; see init_schedule.py)"""
     init_state_explore: float = 0.25
     """mixed_first only: the share of groups still drawn uniformly, so new mixed states are found"""
+    options: dict[str, Any] = field(default_factory=dict)
+    """the backend's own settings, passed to its make_env as keyword options (e.g. for 'ros':
+    namespaces, spawn, timeout_s; see docs/robot_graph.md); the built-in backends take none"""
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,10 @@ class TrainConfig:
         if self.env.init_state_schedule not in INIT_STATE_SCHEDULES:
             raise TrainConfigError(
                 f"env.init_state_schedule={self.env.init_state_schedule!r}: choose one of {INIT_STATE_SCHEDULES}"
+            )
+        if not isinstance(self.env.options, dict) or not all(isinstance(k, str) for k in self.env.options):
+            raise TrainConfigError(
+                f"env.options={self.env.options!r}: need a mapping of option names to values (or leave it out)"
             )
         if not 0.0 <= self.env.init_state_explore <= 1.0:
             raise TrainConfigError(

@@ -98,7 +98,7 @@ class RolloutActor:
 
     def __init__(
         self, policy_files: dict[str, bytes], backend: str, num_envs: int, image_size: int,
-        env_workers: int | None, threads: int, pipeline: bool = False,
+        env_workers: int | None, threads: int, pipeline: bool = False, env_options: dict | None = None,
     ) -> None:  # fmt: skip
         from svrl_policy.policy import Policy
 
@@ -111,7 +111,9 @@ class RolloutActor:
             path.write_bytes(data)
         self.policy = Policy.from_pretrained(self._dir.name)
         self.policy.eval()
-        self.env = make_env(backend, num_envs, image_size=image_size, num_workers=env_workers)
+        self.env = make_env(
+            backend, num_envs, image_size=image_size, num_workers=env_workers, **(env_options or {})
+        )
 
     def load_weights(self, weights: dict[str, np.ndarray]) -> None:
         self.policy.model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
@@ -141,6 +143,7 @@ class RayRollout:
     def __init__(
         self, policy: Any, *, backend: str, num_actors: int, num_envs: int, image_size: int,
         env_workers: int | None = 1, threads: int = 1, address: str | None = None, pipeline: bool = False,
+        env_options: dict | None = None,
     ) -> None:  # fmt: skip
         try:
             import ray
@@ -160,7 +163,7 @@ class RayRollout:
         remote = ray.remote(num_cpus=1)(RolloutActor)
         files = policy_files(policy)
         self.actors = [
-            remote.remote(files, backend, num_envs, image_size, env_workers, threads, pipeline)
+            remote.remote(files, backend, num_envs, image_size, env_workers, threads, pipeline, env_options)
             for _ in range(num_actors)
         ]
         log.info("Ray rollout: %d actors x %d envs", num_actors, num_envs)
@@ -212,14 +215,17 @@ def policy_files(policy: Any) -> dict[str, bytes]:
 def make_rollout_engine(
     engine: str, policy: Any, *, backend: str, num_envs: int, image_size: int, num_workers: int | None,
     num_actors: int = 2, threads: int = 1, address: str | None = None, runtime: str = "torch",
-    pipeline: bool = False,
+    pipeline: bool = False, env_options: dict | None = None,
 ) -> RolloutEngine:  # fmt: skip
     """`engine`: 'local' (in process) or 'ray'. Under Ray, `num_workers` is sim processes per actor.
 
     `runtime`: 'torch' or 'onnx' (local only); `pipeline`: overlap one half's simulation with the other
-    half's policy forward (see `rollout.collect_wave`)."""
+    half's policy forward (see `rollout.collect_wave`); `env_options`: the env backend's own settings
+    (`env.options`)."""
     if engine == "local":
-        env = make_env(backend, num_envs, image_size=image_size, num_workers=num_workers)
+        env = make_env(
+            backend, num_envs, image_size=image_size, num_workers=num_workers, **(env_options or {})
+        )
         try:
             return LocalRollout(policy, env, runtime=runtime, pipeline=pipeline, threads=threads)
         except BaseException:
@@ -233,5 +239,6 @@ def make_rollout_engine(
         return RayRollout(
             policy, backend=backend, num_actors=num_actors, num_envs=num_envs, image_size=image_size,
             env_workers=num_workers or 1, threads=threads, address=address, pipeline=pipeline,
+            env_options=env_options,
         )  # fmt: skip
     raise ValueError(f"rollout.backend={engine!r}: choose 'local' or 'ray'")

@@ -152,6 +152,7 @@ class GrpoTrainer:
                 address=config.rollout.address,
                 runtime=config.rollout.runtime,
                 pipeline=config.rollout.pipeline,
+                env_options=config.env.options,
             )
         )
         self._tb = None

@@ -3,8 +3,11 @@
 It publishes what a robot's drivers would (joint states, two cameras with their camera_info, `/clock`) and
 obeys the commands ros2_control's controllers would take (a JointTrajectory for the arm, a
 Float64MultiArray for the gripper), plus the episode topics only a simulator has (`sim/episode_status`,
-`sim/reset_episode`, `sim/step`). Nothing here knows about policies or `ee_delta` actions: the sim gets
-joint-level targets, exactly as a real arm would, through `SimEnv.step_command`.
+`sim/reset_episode`, `sim/step`). Nothing on the robot topics knows about policies or `ee_delta` actions: the
+sim gets joint-level targets, exactly as a real arm would, through `SimEnv.step_command`. The one exception is
+the trainer's `sim/step_chunk` (StepChunk.srv, lock-step only): `RosEnv` sends a whole ee_delta chunk with the
+request and gets the resulting observation in the answer, so training over ROS runs `SimEnv.step_chunk`'s
+own code path and reproduces the in-process VectorEnv exactly.
 
 Timing (parameter `timing`):
 - `lockstep`: the sim advances one control period when the arm command for the current state (stamp ==
@@ -28,12 +31,13 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray
 from svrl_interfaces.msg import EpisodeStatus
-from svrl_interfaces.srv import ResetEpisode, StepSim
+from svrl_interfaces.srv import ResetEpisode, StepChunk, StepSim
 from trajectory_msgs.msg import JointTrajectory
 
 from svrl_ros import topics
 from svrl_ros.conversions import (
     camera_info_msg,
+    float32_sequence,
     image_msg,
     joint_state_msg,
     nanoseconds_to_stamp,
@@ -119,6 +123,7 @@ class SimNode(Node):
         self.create_subscription(JointTrajectory, topics.ARM_TRAJECTORY, self._on_trajectory, 10)
         self.create_service(ResetEpisode, topics.SIM_RESET, self._on_reset)
         self.create_service(StepSim, topics.SIM_STEP, self._on_step)
+        self.create_service(StepChunk, topics.SIM_STEP_CHUNK, self._on_step_chunk)
 
         error = self._reset(p("task").value or _default_task(), p("split").value, p("init_state_index").value)
         if error is not None:
@@ -287,15 +292,19 @@ class SimNode(Node):
         if self._state_pending:
             self._publish_state()
 
-    def _publish_state(self, images: bool = True, advance: bool = True) -> None:
+    def _publish_state(
+        self, images: bool = True, advance: bool = True, answer_images: bool = False
+    ) -> dict[str, Image]:
         """Publish the env's current state as the next tick: /clock, status, images, joint_states last.
 
         Images go out when `images` and the `publish_images` parameter are both true.
         joint_states goes last because it is what arm_controller reacts to: by then everything else about
         this state is out. `advance=False` re-sends the current state under its own stamp (lock-step idle).
+        Returns the image messages rendered for this state (also when only `answer_images` asked for them:
+        sim/step_chunk answers with the very frames it published).
         """
         if not self.context.ok():  # shutting down (Ctrl-C) while a tick was due
-            return
+            return {}
         self._state_pending = False
         if advance or self._last_stamp_ns is None:
             self._last_stamp_ns = self._sim_time.advance()
@@ -314,20 +323,29 @@ class SimNode(Node):
         )
         status.header.stamp = stamp
         self._status_pub.publish(status)
-        if images and self.get_parameter("publish_images").value:
-            self._publish_images(stamp)
+        publish = images and self.get_parameter("publish_images").value
+        frames = self._image_msgs(stamp) if publish or answer_images else {}
+        if publish:
+            self._publish_images(frames, stamp)
         data = env.data
         self._joint_pub.publish(
             joint_state_msg(
                 (*ARM_JOINTS, *FINGER_JOINTS), data.qpos[self._joint_qpos], data.qvel[self._joint_dof], stamp
             )
         )
+        return frames
 
-    def _publish_images(self, stamp) -> None:
+    def _image_msgs(self, stamp) -> dict[str, Image]:
+        return {
+            cam: image_msg(image, stamp, topics.CAMERA_FRAMES[cam])
+            for cam, image in self._env.render().items()
+        }
+
+    def _publish_images(self, frames: dict[str, Image], stamp) -> None:
         size = self._env.image_size
-        for cam, image in self._env.render().items():
+        for cam, msg in frames.items():
             frame = topics.CAMERA_FRAMES[cam]
-            self._image_pubs[cam].publish(image_msg(image, stamp, frame))
+            self._image_pubs[cam].publish(msg)
             self._info_pubs[cam].publish(camera_info_msg(size, size, self._camera_fovy[cam], stamp, frame))
 
     # ---------------------------------------------------------------------------------------- services
@@ -394,6 +412,83 @@ class SimNode(Node):
         response.episode_step = self._env.step_count
         response.done = not self._env.episode_running
         return response
+
+    def _on_step_chunk(self, request: StepChunk.Request, response: StepChunk.Response) -> StepChunk.Response:
+        """RosEnv's step: run the chunk in the request through `SimEnv.step_chunk`'s code path, one control
+        period at a time (each state published, like sim/step), and answer with the resulting observation.
+
+        Everything is checked before anything runs (timing, stamp, shape, finiteness, a running episode): a
+        refused request leaves the sim exactly where it was. Stepping stops early at success or the horizon.
+        """
+        frames: dict[str, Image] = {}
+        if self._state_pending:  # a reset's first state gets its stamp before anything is compared with it
+            self._publish_state()
+        error, actions = self._check_chunk(request)
+        if error is not None:
+            response.success, response.message = False, error
+            self.get_logger().warning(f"refused {topics.SIM_STEP_CHUNK}: {error}")
+        else:
+            self._pairing.drop_queued()  # commands queued on the topics were for a state that is now past
+            reward, terminated, truncated, executed = 0.0, False, False, 0
+            for i, action in enumerate(actions):
+                _obs, reward, terminated, truncated, info = self._env.step_chunk(action[None], render=False)
+                executed += 1
+                self._reward, self._success = float(reward), bool(info["success"])
+                last = terminated or truncated or i == len(actions) - 1
+                frames = self._publish_state(images=last, answer_images=last and request.render)
+                if terminated or truncated:
+                    break
+            if not len(actions) and request.render:
+                frames = self._image_msgs(nanoseconds_to_stamp(self._sim_time.now_ns))
+            response.success, response.message = True, f"executed {executed} of {len(actions)} actions"
+            response.executed_steps = executed
+            response.reward, response.terminated, response.truncated = float(reward), terminated, truncated
+        env = self._env
+        response.sim_time = nanoseconds_to_stamp(self._sim_time.now_ns)
+        response.episode_step, response.max_steps = env.step_count, env.max_steps
+        response.episode_success, response.done = self._success, not env.episode_running
+        response.task, response.split = env.task.name, env.init_state.split
+        response.init_state_index = int(env.init_state.index)
+        response.proprio = float32_sequence(env.proprio())
+        response.cameras = list(frames)
+        response.images = list(frames.values())
+        return response
+
+    def _check_chunk(self, request: StepChunk.Request) -> tuple[str | None, np.ndarray]:
+        """(None, actions[K, D]) for a request that can run as it is, else (why not, empty)."""
+        none = np.zeros((0, self._env.action_dim))
+        if self._timing != "lockstep":
+            return f"{topics.SIM_STEP_CHUNK} works in lockstep timing only", none
+        dim = self._env.action_dim
+        values = np.asarray(request.actions, dtype=np.float64)
+        if request.action_dim != dim or values.size % dim:
+            return (
+                f"actions must be [K x {dim}] (action_dim {dim}), got {values.size} values, action_dim {request.action_dim}",
+                none,
+            )
+        actions = values.reshape(-1, dim)
+        if len(actions) > MAX_STEPS_PER_CALL:
+            return f"a chunk holds at most {MAX_STEPS_PER_CALL} actions, got {len(actions)}", none
+        if not len(actions):  # executes nothing: answers with the current state, whatever its stamp
+            return None, actions
+        stamp_ns = stamp_to_nanoseconds(request.state_stamp)
+        if stamp_ns != self._sim_time.now_ns:
+            return (
+                f"stale_stamp: the chunk was computed from the state at {stamp_ns} ns, the current state is "
+                f"at {self._sim_time.now_ns} ns (something else moved the sim)"
+            ), none
+        if not np.isfinite(actions).all():
+            where = np.argwhere(~np.isfinite(actions))[0].tolist()
+            return (
+                f"non_finite: the chunk contains NaN or inf (first at [{where[0]}, {where[1]}]); nothing was executed",
+                none,
+            )
+        if not self._env.episode_running:
+            return (
+                "episode_ended: the episode has ended (success or horizon); call sim/reset_episode first",
+                none,
+            )
+        return None, actions
 
     def destroy_node(self) -> None:
         if self._rejected.counts:

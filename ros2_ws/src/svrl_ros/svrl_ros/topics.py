@@ -48,6 +48,8 @@ DIAGNOSTICS = "/diagnostics"
 
 SIM_RESET = "sim/reset_episode"
 SIM_STEP = "sim/step"
+# RosEnv's lock-step chunk: the ee_delta chunk travels with the request, the answer carries the new state.
+SIM_STEP_CHUNK = "sim/step_chunk"
 SIM_STATUS = "sim/episode_status"
 
 
