@@ -90,7 +90,7 @@ def _worker_main(
 # ------------------------------------------------------------------------------------------------ env factories
 class EnvFactory(Protocol):
     """What a `VectorEnv` runs in its workers. `SimEnvFactory` (svrl_sim's own scenes) is the default; other
-    simulators (svrl_sim/libero/) provide their own, so one vector env serves every backend.
+    simulators (svrl_libero/) provide their own, so one vector env serves every backend.
 
     A factory checks episodes in the parent (bad names raise before any worker is touched) and starts one
     worker process that speaks svrl_sim.worker_protocol."""
@@ -200,7 +200,7 @@ class VectorEnv:
     """`num_envs` envs spread over `num_workers` processes, stepped as one batch.
 
     The envs are svrl_sim's `SimEnv`s unless `env_factory` says otherwise (e.g. LIBERO's, in its own
-    interpreter: svrl_sim/libero/); `action_space`, `control_hz` and `cameras` then come from the factory.
+    interpreter: svrl_libero/); `action_space`, `control_hz` and `cameras` then come from the factory.
 
     Batched observations follow docs/contracts.md: {"images": {cam: uint8[N, H, W, 3]}, "proprio":
     float32[N, 15], "instruction": list[str]} ("images" only when rendered). Arrays are copies: safe to keep.

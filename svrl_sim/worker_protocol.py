@@ -1,7 +1,7 @@
 """The worker side of `VectorEnv`'s pipe protocol, and a process handle for workers in another Python.
 
 Kept to the standard library and numpy on purpose: a worker that runs under another interpreter (LIBERO's own
-virtual environment, see svrl_sim/libero/) imports this file by path and nothing else of svrl_sim.
+virtual environment, see svrl_libero/) imports this module and nothing else of svrl_sim.
 
 Messages (pickled tuples over a `multiprocessing.connection.Connection`):
     parent -> worker: ("reset", [(env_id, task, init_state, render), ...])
