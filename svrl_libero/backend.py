@@ -200,8 +200,8 @@ def make_env(num_envs: int, *, image_size: int, num_workers: int | None = None, 
     if unknown:
         raise ValueError(f"env backend 'libero' has no option(s) {unknown}; it takes {list(OPTIONS)}")
     timeout_s = float(options.pop("timeout_s", 600.0))
+    get_protocol(options.get("protocol", "simplevla_rl")).check_image_size(int(image_size))
     factory = LiberoEnvFactory(**options)
-    factory.protocol.check_image_size(int(image_size))
     # A first reset builds the robosuite scene (20-50 s on a loaded 2-core machine): generous timeouts.
     return VectorEnv(num_envs, num_workers, image_size=image_size, env_factory=factory, timeout_s=timeout_s)
 
