@@ -1,5 +1,10 @@
 """`svrl bench rollout`: env-steps/s with the policy in the loop, where the time goes, and the bytes a
-rollout keeps per policy step (SimpleVLA-RL keeps ~1.2 MB of float32 pixels per step on LIBERO)."""
+rollout keeps per policy step (SimpleVLA-RL keeps ~1.2 MB of float32 pixels per step on LIBERO).
+
+`--backend ros` (or any plug-in env backend on the embedded sim's tasks): the price of training over topics,
+as env-steps/s through that backend against the in-process VectorEnv on the same episodes, with 1 and 2 envs
+(`--instances`). The backend is reached through the registry by name: this module never imports ROS.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,12 @@ SIMPLEVLA_RL_BYTES_PER_STEP = 6 * 224 * 224 * 4  # fused SigLIP+DINOv2 float32 p
 
 
 def run_rollout_bench(args: argparse.Namespace) -> dict:
+    if getattr(args, "backend", "sim") != "sim":
+        return run_backend_comparison(args)
+    return _run_sim_bench(args)
+
+
+def _run_sim_bench(args: argparse.Namespace) -> dict:
     """Every (runtime, pipeline) variant asked for, on one env and the same episodes, side by side.
 
     One variant: its figures at the top level (the layout this command always had). Several: a list
@@ -65,6 +76,93 @@ def run_rollout_bench(args: argparse.Namespace) -> dict:
     if len(results) == 1:
         return {**results[0], "settings": settings, "machine": machine}
     return {"variants": results, "settings": settings, "machine": machine}
+
+
+def run_backend_comparison(args: argparse.Namespace) -> dict:
+    """Env-steps/s of `args.backend` against the in-process VectorEnv ('sim'), for each env count in
+    `--instances`, on the same episodes with the same policy and seed (so the same work: the backends must
+    give the same trajectories). `ratio` = backend / VectorEnv. `--repeats N` keeps each side's best run."""
+    import torch
+
+    from svrl_policy.bench import machine_info
+    from svrl_trainer.catalog import make_env, resolve_tasks
+    from svrl_trainer.rollout import EpisodeSpec, max_chunks_for
+    from svrl_trainer.rollout_policy import make_rollout_policy
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    policy = _bench_policy(args)
+    tasks = resolve_tasks("sim", [args.suite])
+    specs = [
+        EpisodeSpec(tasks[i % len(tasks)].name, tasks[i % len(tasks)].train_states[i])
+        for i in range(args.episodes)
+    ]
+    max_chunks = max_chunks_for(max(t.max_steps for t in tasks), policy.config.chunk_len)
+    options = _parse_options(args.env_option)
+    runtime = _choices(args.runtime, RUNTIMES)
+    if len(runtime) != 1:
+        raise SystemExit(f"--backend {args.backend} compares one runtime at a time, got {args.runtime!r}")
+    rollout_policy = make_rollout_policy(runtime[0], policy, threads=args.threads)
+    comparisons = []
+    try:
+        for count in sorted({int(c) for c in str(args.instances).split(",") if c.strip()}):
+            sides: dict[str, dict] = {}
+            per_count = argparse.Namespace(**{**vars(args), "num_envs": count})
+            envs = {
+                "sim": make_env("sim", count, image_size=policy.config.image_size, num_workers=count),
+                args.backend: make_env(args.backend, count, image_size=policy.config.image_size, **options),
+            }
+            try:
+                for env in envs.values():  # warm-up, untimed: first renders, first policy forwards
+                    _one_variant(rollout_policy, env, specs[:count], 2, per_count, False)
+                for _ in range(max(1, args.repeats)):
+                    for name, env in envs.items():
+                        figures = _one_variant(rollout_policy, env, specs, max_chunks, per_count, False)
+                        if name not in sides or figures["env_steps_per_s"] > sides[name]["env_steps_per_s"]:
+                            sides[name] = figures
+            finally:
+                for env in envs.values():
+                    env.close()
+            if sides["sim"]["env_steps"] != sides[args.backend]["env_steps"]:
+                raise RuntimeError(
+                    f"{args.backend} ran {sides[args.backend]['env_steps']} env steps where the in-process "
+                    f"VectorEnv ran {sides['sim']['env_steps']} on the same episodes: not the same work"
+                )
+            comparisons.append({
+                "instances": count,
+                "sim_env_steps_per_s": sides["sim"]["env_steps_per_s"],
+                f"{args.backend}_env_steps_per_s": sides[args.backend]["env_steps_per_s"],
+                "ratio": round(sides[args.backend]["env_steps_per_s"] / sides["sim"]["env_steps_per_s"], 3),
+                "sim": sides["sim"],
+                args.backend: sides[args.backend],
+            })  # fmt: skip
+    finally:
+        rollout_policy.close()  # type: ignore[attr-defined]
+    settings = {
+        "policy": args.ckpt or args.preset, "image_size": policy.config.image_size, "suite": args.suite,
+        "backend": args.backend, "env_options": options, "episodes": args.episodes,
+        "temperature": args.temperature, "runtime": args.runtime, "torch_threads": args.threads,
+        "repeats": args.repeats,
+    }  # fmt: skip
+    machine = {
+        "cpu": machine_info()["cpu"],
+        "nproc": os.cpu_count(),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
+    }
+    return {"backend": args.backend, "comparisons": comparisons, "settings": settings, "machine": machine}
+
+
+def _parse_options(items: list[str]) -> dict:
+    """`--env-option KEY=VALUE` (repeated; VALUE is YAML) -> the backend's make_env options."""
+    import yaml
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--env-option expects KEY=VALUE, got {item!r}")
+        options[key] = yaml.safe_load(value)
+    return options
 
 
 RUNTIMES = ("torch", "onnx")
@@ -152,7 +250,18 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ckpt", default=None, help="policy checkpoint (default: a random policy of --preset)")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--suite", default="spatial")
+    p.add_argument("--suite", default="spatial", help="a suite or one task of the embedded sim")
+    p.add_argument(
+        "--backend", default="sim",
+        help="sim (the in-process VectorEnv), or an env backend to compare with it, e.g. ros (RosEnv)",
+    )  # fmt: skip
+    p.add_argument(
+        "--instances", default="1,2", help="--backend other than sim: env counts to compare, e.g. '1,2'"
+    )
+    p.add_argument(
+        "--env-option", action="append", default=[], metavar="KEY=VALUE",
+        help="--backend other than sim: one of its make_env options (YAML value), e.g. timeout_s=60",
+    )  # fmt: skip
     p.add_argument("--num-envs", type=int, default=16)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--episodes", type=int, default=32)
@@ -170,6 +279,13 @@ def _handle(args: argparse.Namespace) -> int:
     result = run_rollout_bench(args)
     if args.json:
         print(json.dumps(result, indent=1))
+    elif "comparisons" in result:
+        for row in result["comparisons"]:
+            backend = result["backend"]
+            print(
+                f"{row['instances']} env(s): {backend} {row[f'{backend}_env_steps_per_s']} env-steps/s, "
+                f"in-process {row['sim_env_steps_per_s']} env-steps/s, ratio {row['ratio']}"
+            )
     else:
         for figures in result.get("variants", [result]):
             for key, value in figures.items():
