@@ -192,6 +192,36 @@ def test_ros_env_faults(ros_env) -> None:
         env.close()
 
 
+def test_ros_env_attaches_to_running_instances(processes, tmp_path) -> None:
+    """spawn=False: instances started elsewhere (a launch file, an Isaac Sim bridge), still starting when
+    RosEnv comes; one that vanishes is lost after timeout_s and reported lost again after each reset."""
+    from svrl_sim.tasks import InitState
+    from svrl_sim.vector_env import WorkerFailedWarning
+    from svrl_trainer.catalog import make_env
+
+    node = processes.start_python(
+        "-m", "svrl_ros.sim_node", "--ros-args", "-r", "__ns:=/sim_a", "-r", "/clock:=/sim_a/clock",
+        "-p", f"image_size:={IMAGE_SIZE}", "-p", "use_sim_time:=true", log=tmp_path / "sim_a.log",
+    )  # fmt: skip
+    env = make_env("ros", 1, image_size=IMAGE_SIZE, spawn=False, namespaces=["sim_a"], timeout_s=3.0)
+    try:
+        assert env.instance_pids == [None]  # nothing of RosEnv's own
+        _, infos = env.reset([(EASY, InitState("eval", 4))])
+        assert infos[0]["init_state"] == InitState("eval", 4)
+        _, _, _, _, infos = env.step_chunk(np.zeros((1, K, 7)))
+        assert infos[0]["step"] == K
+        node.kill()
+        node.wait()
+        with pytest.warns(WorkerFailedWarning, match=r"/sim_a did not answer within 3 s"):
+            _, _, terminated, _, infos = env.step_chunk(np.zeros((1, K, 7)))
+        assert infos[0]["worker_failed"] and terminated[0]
+        _, infos = env.reset([(EASY, InitState("eval", 4))])  # looked for again, still gone
+        assert infos == [{"worker_failed": True}]
+        assert env.step_chunk(np.zeros((1, K, 7)))[4][0]["worker_failed"]
+    finally:
+        env.close()
+
+
 def _ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 

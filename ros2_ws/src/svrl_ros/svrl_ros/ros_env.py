@@ -95,9 +95,10 @@ class RosEnv:
     ) -> None:
         """`namespaces`: one per env (default env_0 .. env_{N-1}); `spawn`: start the sim_nodes as child
         processes (else attach to running ones, which must be in lock-step timing); `timeout_s`: how long one
-        call may take before its instance counts as lost; `start_timeout_s`: for a spawned node to come up;
-        `publish_images`: spawned nodes also publish their camera topics (observers; the answers carry the
-        frames either way); `log_dir`: the spawned nodes' logs (default: a temporary folder)."""
+        call may take before its instance counts as lost; `start_timeout_s`: for the nodes to come up
+        (spawned ones, or attached ones still starting, e.g. from the same launch file); `publish_images`:
+        spawned nodes also publish their camera topics (observers; the answers carry the frames either way);
+        `log_dir`: the spawned nodes' logs (default: a temporary folder)."""
         from svrl_sim.constants import ACTION_DIMS, CAMERAS, PROPRIO_DIM
 
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
@@ -138,7 +139,9 @@ class RosEnv:
             if self.spawn:
                 for inst in self._instances:
                     self._spawn(inst)
-            self._await_up(self._instances, self.start_timeout_s if self.spawn else self.timeout_s)
+            self._await_up(
+                self._instances, self.start_timeout_s
+            )  # attached ones may be starting too (a launch)
         except BaseException:
             self.close()
             raise
@@ -396,9 +399,9 @@ class RosEnv:
         inst.stamp_ns = None
         self._running[inst.index] = False
         self._lost[inst.index] = True
-        pid = inst.process.pid if inst.process is not None else None
+        pid = f" (pid {inst.process.pid})" if inst.process is not None else ""
         message = (
-            f"RosEnv instance {inst.namespace} (pid {pid}) {reason}. The episode of env {inst.index} was lost and "
+            f"RosEnv instance {inst.namespace}{pid} {reason}. The episode of env {inst.index} was lost and "
             "is reported as lost (terminated, info['worker_failed']=True), not as a failure; "
             + ("it is restarted at the next reset." if self.spawn else "it is tried again at the next reset.")
         )
