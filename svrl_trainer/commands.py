@@ -56,6 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--videos", type=int, default=0, metavar="N", help="also write GIFs of N episodes per task"
     )
+    ev.add_argument(
+        "--env-option", dest="env_options", action="append", default=[], metavar="KEY=VALUE",
+        help="the backend's own option (env.options), e.g. --env-option protocol=openvla_oft for libero",
+    )  # fmt: skip
     ev.set_defaults(handler=_handle_eval)
 
     _add_planned(sub, _PLANNED, "")
@@ -84,6 +88,7 @@ def _handle_train(args: argparse.Namespace) -> int:
 def _handle_eval(args: argparse.Namespace) -> int:
     from svrl_trainer.cli_train import run_eval
 
+    args.env_options = _parse_overrides(getattr(args, "env_options", []))
     return run_eval(args)
 
 

@@ -38,6 +38,8 @@ class TaskResult:
 class EvalReport:
     tasks: list[TaskResult]
     temperature: float
+    protocol: str | None = None
+    """the evaluation protocol the env ran under (`env.options.protocol`, svrl_policy/protocols.py), if any"""
 
     def suites(self) -> dict[str, float]:
         per_suite: dict[str, list[TaskResult]] = defaultdict(list)
@@ -63,6 +65,7 @@ class EvalReport:
     def to_dict(self) -> dict:
         return {
             "temperature": self.temperature,
+            "protocol": self.protocol,
             "episodes": self.episodes,
             "lost_episodes": self.lost,
             "success_rate": self.overall,
@@ -97,11 +100,19 @@ def evaluate(
     chunk_length: int,
     temperature: float = 0.0,
     progress=None,
+    protocol: str | None = None,
 ) -> EvalReport:
     """Run each task from its first `episodes_per_task` evaluation initial states.
 
     `engine` is a `rollout_engine.RolloutEngine` (in process or Ray actors), already synced to the policy.
+    `protocol`: the name of the evaluation protocol the engine's env runs (recorded in the report); a
+    protocol that decodes greedily (SimpleVLA-RL's, OpenVLA-OFT's) refuses a temperature above 0.
     """
+    if protocol is not None:
+        from svrl_policy.protocols import get_protocol
+
+        if get_protocol(protocol).greedy and temperature != 0.0:
+            raise ValueError(f"protocol {protocol!r} evaluates greedily (temperature 0), got {temperature}")
     specs: list[EpisodeSpec] = []
     for task in tasks:
         states = task.eval_states
@@ -123,7 +134,7 @@ def evaluate(
         idx = [i for i, s in enumerate(batch.specs) if s.task == task.name and not batch.worker_failed[i]]
         lost = sum(1 for i, s in enumerate(batch.specs) if s.task == task.name and batch.worker_failed[i])
         results.append(TaskResult(task.name, task.suite, len(idx), int(np.sum(batch.success[idx])), lost))
-    return EvalReport(results, temperature)
+    return EvalReport(results, temperature, protocol)
 
 
 def plot_task_success(report: EvalReport, path: Path, title: str) -> None:
