@@ -223,6 +223,14 @@ def _bench(args: argparse.Namespace) -> int:
         result["ratio_sim_to_libero_render_every_step"] = round(
             result["env_steps_per_s_1_worker"] / libero["env_steps_per_s_render_every_step"], 1
         )
+        sim_cpu, libero_cpu = (
+            result["cpu_ms_per_env_step_1_worker"],
+            libero["cpu_ms_per_env_step_render_every_step"],
+        )
+        # CPU time per step does not depend on what else the machine runs: the steadier of the two ratios
+        result["cpu_ratio_libero_to_sim_render_every_step"] = (
+            round(libero_cpu / sim_cpu, 1) if sim_cpu and libero_cpu else None
+        )
     if args.json:
         print(json.dumps(result, indent=1))
     else:
@@ -248,6 +256,7 @@ def _bench(args: argparse.Namespace) -> int:
                 f"{lib['env_steps_per_s_render_every_chunk']:.2f} rendering once per {lib['chunk']}-step chunk; "
                 f"reset {lib['reset_s']:.2f} s (first, building the scene: {lib['first_reset_s']:.0f} s)\n"
                 f"  svrl_sim / LIBERO, 1 worker, every step rendered: "
-                f"x{result['ratio_sim_to_libero_render_every_step']}"
+                f"x{result['ratio_sim_to_libero_render_every_step']} in env-steps/s, "
+                f"x{result['cpu_ratio_libero_to_sim_render_every_step']} in CPU time per step"
             )
     return 0
