@@ -171,7 +171,20 @@ def test_ros_env_faults(ros_env) -> None:
         _, _, _, _, infos = env.step_chunk(chunk)
         assert [i["step"] for i in infos] == [3 * K, 3 * K] and env._instances[1].stamp_ns > before
 
+        # something else steps instance 1 behind RosEnv's back: RosEnv's next chunk for it carries a stamp
+        # that is no longer the sim's, the sim refuses it, and the episode is lost; the instance stays up
+        answers, _ = env._call({1: ("step", env._chunk_request(1, chunk[1], render=False))})
+        assert answers[1].success
+        with pytest.warns(WorkerFailedWarning, match="stale_stamp"):
+            _, _, terminated, _, infos = env.step_chunk(chunk)
+        assert infos[1]["worker_failed"] and terminated[1] and infos[0]["step"] == 4 * K
+        alive = env.instance_pids[1]
+        env.reset(episodes)
+        assert alive is not None and env.instance_pids[1] == alive  # not restarted
+
         # an instance killed mid-episode: its episode leaves the batch (lost, not failed); the other goes on
+        _, _, _, _, infos = env.step_chunk(chunk)
+        assert [i["step"] for i in infos] == [K, K]
         dead = env.instance_pids[1]
         os.kill(dead, signal.SIGKILL)
         with pytest.warns(WorkerFailedWarning, match="/env_1"):
@@ -181,7 +194,7 @@ def test_ros_env_faults(ros_env) -> None:
         with pytest.raises(RuntimeError, match="no running episode"):
             env.step_chunk(chunk)  # env 1's episode ended with its instance (the rollout drops it)
         _, _, _, _, infos = env.step_chunk(chunk, np.array([True, False]))
-        assert infos[0]["step"] == 5 * K and infos[1] == {"executed_steps": 0, "active": False}
+        assert infos[0]["step"] == 3 * K and infos[1] == {"executed_steps": 0, "active": False}
 
         # the next reset restarts the spawned instance: the batch is whole again
         _, infos = env.reset(episodes)

@@ -221,6 +221,7 @@ class RosEnv:
                     self._instances[i],
                     f"answered with another state than its reset's ({_ns(answer.sim_time)} ns, not "
                     f"{self._instances[i].stamp_ns} ns): something else steps it. {answer.message}",
+                    answering=True,
                 )
                 lost.add(i)
                 continue
@@ -269,7 +270,7 @@ class RosEnv:
         ]
         for i, answer in answers.items():
             if not answer.success:  # the sim held, but our episode is no longer the one it runs
-                self._lose(self._instances[i], f"refused a chunk: {answer.message}")
+                self._lose(self._instances[i], f"refused a chunk: {answer.message}", answering=True)
                 lost.add(i)
                 continue
             self._store(i, answer, render)
@@ -391,22 +392,32 @@ class RosEnv:
                     lost.add(i)
         return answers, lost
 
-    def _lose(self, inst: _Instance, reason: str) -> None:
-        """Report a lost instance (as VectorEnv reports a dead worker) and stop a spawned one for a restart."""
+    def _lose(self, inst: _Instance, reason: str, answering: bool = False) -> None:
+        """Report a lost episode (as VectorEnv reports a dead worker's). An instance that stopped answering
+        is marked down (a spawned one is stopped, to be restarted at the next reset); one that answers but
+        no longer runs our episode (`answering`: something else stepped it) stays up: a reset fixes it."""
         from svrl_sim.vector_env import WorkerFailedWarning
 
-        inst.up = False
         inst.stamp_ns = None
         self._running[inst.index] = False
         self._lost[inst.index] = True
         pid = f" (pid {inst.process.pid})" if inst.process is not None else ""
+        if answering:
+            then = "the next reset starts it again"
+        else:
+            then = (
+                "it is restarted at the next reset"
+                if self.spawn
+                else "it is looked for again at the next reset"
+            )
         message = (
             f"RosEnv instance {inst.namespace}{pid} {reason}. The episode of env {inst.index} was lost and "
-            "is reported as lost (terminated, info['worker_failed']=True), not as a failure; "
-            + ("it is restarted at the next reset." if self.spawn else "it is tried again at the next reset.")
+            f"is reported as lost (terminated, info['worker_failed']=True), not as a failure; {then}."
         )
-        if inst.process is not None:
-            self._stop_process(inst, grace_s=0.0)
+        if not answering:
+            inst.up = False
+            if inst.process is not None:
+                self._stop_process(inst, grace_s=0.0)
         warnings.warn(message, WorkerFailedWarning, stacklevel=3)
         log.warning(message)
 
@@ -421,8 +432,12 @@ class RosEnv:
             self._await_up(instances, self.start_timeout_s if self.spawn else min(self.timeout_s, 2.0))
         except InstanceLostError as error:
             log.warning("%s", error)
+            for inst in instances:  # a spawned one that never answered is not left running
+                if not inst.up and inst.process is not None:
+                    self._stop_process(inst, grace_s=0.0)
 
     def _spawn(self, inst: _Instance) -> None:
+        self._stop_process(inst, grace_s=0.0)  # never two processes for one namespace
         ns = inst.namespace
         args = [
             "-m", "svrl_ros.sim_node", "--ros-args",
