@@ -22,6 +22,8 @@ the sim-time arithmetic live in `sim_clock` (ROS-free, unit-tested).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -75,7 +77,9 @@ def _default_task() -> str:
 class SimNode(Node):
     """One SimEnv behind robot topics; every callback runs on the executor's one thread and never waits."""
 
-    def __init__(self, **node_kwargs) -> None:
+    def __init__(self, env_factory: Callable[..., Any] | None = None, **node_kwargs) -> None:
+        """`env_factory(image_size=..., action_space=...)`: the env behind the topics (default: svrl_sim's
+        SimEnv). The Isaac Sim bridge passes its own, so both offer one contract from one node."""
         super().__init__("sim_node", **node_kwargs)
         self._declare_parameters()
         p = self.get_parameter
@@ -83,9 +87,10 @@ class SimNode(Node):
         if self._timing not in TIMINGS:
             raise SimNodeError(f"parameter timing={self._timing!r} must be one of {TIMINGS}")
 
-        from svrl_sim.env import SimEnv  # heavy (MuJoCo); created on the executor's thread
+        if env_factory is None:
+            from svrl_sim.env import SimEnv as env_factory  # heavy (MuJoCo); created on the executor's thread
 
-        self._env = SimEnv(image_size=p("image_size").value, action_space="ee_delta")
+        self._env = env_factory(image_size=p("image_size").value, action_space="ee_delta")
         rate = p("control_rate_hz").value
         if abs(rate - self._env.control_hz) > 1e-9:
             raise SimNodeError(

@@ -82,26 +82,10 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def make_sim_node(env_factory: Callable[..., Any], **node_kwargs):
-    """sim_node's SimNode with `env_factory(image_size=..., action_space=...)` in place of SimEnv.
-
-    SimNode creates its env with `svrl_sim.env.SimEnv(...)` on construction and never again; that name is
-    swapped for the factory during construction only. (A constructor argument on SimNode would say the same
-    thing more plainly: see docs/isaac_sim.md, "Open points".)
-    """
-    import svrl_sim.env as env_module
+    """sim_node's SimNode with `env_factory(image_size=..., action_space=...)` in place of SimEnv."""
     from svrl_ros.sim_node import SimNode
 
-    original = env_module.SimEnv
-
-    def factory(*args, **kwargs):
-        env_module.SimEnv = original  # SimNode has looked the name up; what the env builds sees the real one
-        return env_factory(*args, **kwargs)
-
-    env_module.SimEnv = factory  # type: ignore[assignment]
-    try:
-        return SimNode(**node_kwargs)
-    finally:
-        env_module.SimEnv = original  # type: ignore[assignment]
+    return SimNode(env_factory=env_factory, **node_kwargs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
