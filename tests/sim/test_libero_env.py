@@ -52,3 +52,15 @@ def test_bad_episodes_are_refused_before_any_worker_is_touched() -> None:
             env.reset([(TASK.name, 50)])
         with pytest.raises(KeyError, match="unknown LIBERO task"):
             env.reset([("libero_spatial/no_such_task", 0)])
+
+
+def test_the_openvla_oft_protocol_truncates_at_its_horizon_with_its_cameras_and_proprio() -> None:
+    with make_env(1, image_size=224, num_workers=1, protocol="openvla_oft") as env:
+        assert env.cameras == ("main", "wrist") and env.proprio_dim == 8
+        obs, _ = env.reset([(TASK.name, 4)])
+        assert obs["images"]["wrist"].shape == (1, 224, 224, 3) and obs["proprio"].shape == (1, 8)
+        hold = np.zeros((1, 230, 7))
+        hold[..., 6] = -1.0
+        _, rewards, terminated, truncated, infos = env.step_chunk(hold, np.ones(1, bool))
+        assert infos[0]["executed_steps"] == 220  # libero_spatial's horizon under OpenVLA-OFT's protocol
+        assert truncated[0] and not terminated[0] and rewards[0] == 0.0
