@@ -139,3 +139,17 @@ def test_proprio_layouts() -> None:
     assert oft.shape == (8,)
     np.testing.assert_allclose(oft[3:6], [0.0, 0.0, math.pi], atol=1e-6)
     np.testing.assert_allclose(quat_xyzw_to_axis_angle(np.array([0, 0, 0, 1.0])), 0.0)
+
+
+def test_svrl_commands_answer_for_libero_without_libero(capsys) -> None:
+    from svrl.cli import main
+
+    assert main(["sim", "tasks", "--backend", "libero", "--suite", "libero_object"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("libero_object/") == 10 and "50 standard init states" in out
+    # LIBERO's demonstrations are human recordings that svrl cannot make or download: say what to bring
+    assert (
+        main(["demos", "--backend", "libero", "--suite", "libero_goal", "--per-task", "1", "--out", "x"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "not on PyPI" in err and "HDF5" in err and "action_units: native" in err
