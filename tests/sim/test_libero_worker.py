@@ -99,3 +99,18 @@ def test_a_killed_external_worker_is_reported_and_replaced() -> None:
         assert env.worker_pids[1] not in (None, victim)
         obs, _ = env.reset([("count", 1), ("count", 5)])  # the replacement serves new episodes
         assert obs["proprio"][1, 0] == 5
+
+
+def test_a_libero_worker_without_libero_says_how_to_install_it() -> None:
+    import importlib.util
+
+    from svrl_libero.backend import libero_tasks, make_env
+
+    if importlib.util.find_spec("libero") is not None:
+        pytest.skip("LIBERO is importable in svrl's own interpreter here")
+    env = make_env(1, image_size=32, num_workers=1, protocol="plain", python=sys.executable, timeout_s=60)
+    try:
+        with pytest.raises(RuntimeError, match="make setup-libero"):
+            env.reset([(libero_tasks()[0].name, 0)])
+    finally:
+        env.close()
