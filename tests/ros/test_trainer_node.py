@@ -7,6 +7,7 @@ The run is GRPO on the toy PointReach backend with a tiny debug policy, two step
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -215,3 +216,33 @@ def test_bad_config_ends_the_node_with_one_line(
         assert run.returncode == 2, f"{expected}: {run.returncode}\n{output}"
         assert "bad configuration:" in output and expected in output, output
         assert "Traceback" not in output, output
+
+
+@pytest.mark.ros
+@pytest.mark.timeout(180)
+def test_ctrl_c_mid_training_ends_the_run_cleanly(
+    toy_run: Path, processes: ProcessGroup, tmp_path: Path
+) -> None:
+    """As `svrl train`: Ctrl-C stops the run between two writes, exit code 0, the last checkpoint complete."""
+    log = tmp_path / "trainer_node.log"
+    run_dir = tmp_path / "run"
+    node = processes.start_python(
+        "-m", "svrl_ros.trainer_node", "--ros-args",
+        "-p", f"config:={toy_run / 'config.yaml'}", "-p", f"out_dir:={run_dir}",
+        "-p", "overrides:=[total_steps=100000]",
+        log=log,
+    )  # fmt: skip
+    wait_until(lambda: "checkpoint of step 2 announced" in log.read_text() or node.poll() is not None, 150,
+               "two checkpoints", log)  # fmt: skip
+    assert node.poll() is None, log_tail(log)
+    node.send_signal(signal.SIGINT)
+    assert node.wait(timeout=60) == 0, log_tail(log)
+    text = log.read_text()
+    assert "Traceback" not in text and "training failed" not in text, log_tail(log)
+    from svrl_trainer.train import latest_checkpoint
+
+    latest = latest_checkpoint(run_dir)
+    assert (
+        latest is not None
+        and read_interface(latest / "policy").fingerprint == read_interface(toy_run / "init").fingerprint
+    )

@@ -38,6 +38,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from svrl_interfaces.msg import PolicyCheckpoint
 
 from svrl_ros import topics
+from svrl_ros.checkpoint_guard import CheckpointRefused
 from svrl_ros.node_runner import BAD_CONFIGURATION, run_node
 from svrl_ros.training_progress import FAILED, Announcement, TrainingProgress
 
@@ -199,7 +200,12 @@ class TrainerNode(Node):
                 self.publish_diagnostics()
 
             def on_checkpoint(path: Path, metrics: dict[str, Any]) -> None:
-                self.announce(self.progress.on_checkpoint(path, metrics))
+                try:
+                    announcement = self.progress.on_checkpoint(path, metrics)
+                except CheckpointRefused as error:  # unreadable right after saving: say so, keep training
+                    log.error(f"checkpoint {path} not announced: {error}")
+                    return
+                self.announce(announcement)
 
             trainer.train(progress=on_step, on_checkpoint=on_checkpoint)
         except (KeyboardInterrupt, SystemExit):
@@ -222,7 +228,14 @@ class TrainerNode(Node):
 
 
 def _spin_and_train(executor: Executor, node: TrainerNode) -> int:
-    """The executor on a thread (timers, publishing), training here; then serve until stopped or exit."""
+    """The executor on a thread (timers, publishing), training here; then serve until stopped or exit.
+
+    Ctrl-C and SIGTERM raise KeyboardInterrupt here, in the training thread, as for `svrl train` (the last
+    complete checkpoint stays). rclpy's own handlers would only shut the context down and leave the training
+    loop running into a dead publisher, so they are replaced once rclpy is up.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     def spin() -> None:
         # Ctrl-C / SIGTERM shut the context down: the main thread ends the run
@@ -240,8 +253,6 @@ def _spin_and_train(executor: Executor, node: TrainerNode) -> int:
 
 
 def main(args: list[str] | None = None) -> None:
-    # SIGTERM (a scheduler or launch stopping the node) ends the run like Ctrl-C, as for `svrl train`
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     code = run_node(TrainerNode, "trainer_node", args=args, fatal=(BAD_CONFIGURATION,), spin=_spin_and_train)
     if code:
         raise SystemExit(code)
