@@ -29,13 +29,17 @@ NOOP = np.array([0, 0, 0, 0, 0, 0, -1.0])  # zero motion, gripper open (LIBERO's
 PANDA_FINGER_OPEN_M = 0.04
 
 
-def to_native_action(action: np.ndarray, units: str) -> np.ndarray:
+def to_native_action(action: np.ndarray, units: str, binarize_gripper: bool = False) -> np.ndarray:
     """svrl `ee_delta` (m, rad per control step; gripper -1 open .. +1 close) -> robosuite's normalised OSC
-    delta in [-1, 1]. `units='native'` passes actions that already are LIBERO's (a policy trained on its demos)."""
+    delta in [-1, 1]. `units='native'` passes actions that already are LIBERO's (a policy trained on its demos).
+    `binarize_gripper`: send the gripper command's sign, as the papers' evaluation loops do."""
     a = np.asarray(action, dtype=np.float64)
     if units == "svrl":
         a = np.concatenate([a[:3] / OSC_MAX_TRANSLATION_M, a[3:6] / OSC_MAX_ROTATION_RAD, a[6:7]])
-    return np.clip(a, -1.0, 1.0)
+    a = np.clip(a, -1.0, 1.0)
+    if binarize_gripper:
+        a[6] = np.sign(a[6])
+    return a
 
 
 def quat_xyzw_to_axis_angle(q: np.ndarray) -> np.ndarray:
@@ -121,7 +125,7 @@ class LiberoEnv:
             raise ValueError(f"LIBERO actions must be finite [K, 7], got {chunk.shape}")
         reward, terminated, truncated, executed, obs = 0.0, False, False, 0, None
         for a in chunk:
-            obs, _r, _d, _i = self.env.step(to_native_action(a, self.units))
+            obs, _r, _d, _i = self.env.step(to_native_action(a, self.units, self.protocol.binarize_gripper))
             executed += 1
             self.steps += 1
             if self.env.check_success():  # LIBERO's own BDDL goal check

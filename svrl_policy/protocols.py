@@ -12,6 +12,7 @@ one protocol. Each protocol here is one function returning an `EvalProtocol`; `P
 - `openvla_oft` (moojink/openvla-oft `run_libero_eval.py`): the same image pipeline on the agentview and the
   wrist camera, 8-D proprio (eef position, axis-angle, 2 gripper joints), per-suite horizons 220 / 280 / 300 /
   520 (spatial / object / goal / 10), 10 settle steps.
+  Both papers binarise the gripper command (its sign) before stepping the env.
 - `plain`: frames rotated upright at the requested size, both cameras, svrl's 15-D proprio, 512 steps: for
   svrl policies trained on LIBERO frames without a paper's preprocessing.
 
@@ -62,6 +63,10 @@ class EvalProtocol:
     proprio: str = "svrl"
     """'svrl': svrl's 15-D layout (docs/contracts.md); 'oft': OpenVLA-OFT's 8-D eef pos, axis-angle, gripper"""
     greedy: bool = True
+    binarize_gripper: bool = True
+    """send the gripper command's sign (-1 open, +1 close, 0 stays 0), as both papers' LIBERO loops do
+    (`normalize_gripper_action(..., binarize=True)`); their sign inversion is a property of OpenVLA's RLDS data,
+    not of the env, and svrl's convention already matches LIBERO's"""
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def max_steps(self, suite: str) -> int:
@@ -193,6 +198,7 @@ def plain() -> EvalProtocol:
         image_size=None,
         jpeg_quality=None,
         center_crop_area=1.0,
+        binarize_gripper=False,
     )
 
 

@@ -122,6 +122,10 @@ def test_svrl_actions_map_to_robosuites_normalised_osc_delta() -> None:
     )  # clipped
     native = np.array([0.3, -0.2, 0.1, 0.0, 0.05, 0.0, -1.0])
     np.testing.assert_allclose(to_native_action(native, "native"), native)
+    half_closed = np.array([0.0, 0, 0, 0, 0, 0, 0.3])
+    assert to_native_action(half_closed, "svrl")[6] == pytest.approx(0.3)
+    assert to_native_action(half_closed, "svrl", binarize_gripper=True)[6] == 1.0  # the papers' loops
+    assert get_protocol("simplevla_rl").binarize_gripper and not get_protocol("plain").binarize_gripper
 
 
 def test_proprio_layouts() -> None:
