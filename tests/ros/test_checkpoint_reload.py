@@ -223,6 +223,27 @@ def test_follower_loads_compatible_refuses_the_rest_and_waits_to_be_installed(
     assert len(warnings) == 4 and all("keeping the model that is serving" in w for w in warnings)
 
 
+def test_a_candidate_guarded_against_another_serving_checkpoint_is_dropped(
+    checkpoints: dict[str, Path],
+) -> None:
+    """An operator set `checkpoint` to another interface while a candidate waited: it is not installed."""
+    serving = [checkpoints["serving"]]
+    pending = threading.Event()
+    log = _Log()
+    follower = CheckpointFollower(
+        load=_Loaded, running_path=lambda: serving[0], on_pending=pending.set, on_change=lambda: None,
+        log=log, enabled=True,
+    )  # fmt: skip
+    try:
+        follower.announce(announced(checkpoints["compatible"]))
+        assert pending.wait(30)
+        serving[0] = checkpoints["other_codec"]
+        assert follower.take_pending() is None
+    finally:
+        follower.close()
+    assert any("dropped loaded checkpoint" in text and "another interface" in text for _, text in log.lines)
+
+
 # ---------------------------------------------------------------------------------------------- over DDS
 class _AnnouncerProbe(GraphProbe):
     """GraphProbe + trainer_node's latched announcement publisher + policy_server's checkpoint diagnostics."""

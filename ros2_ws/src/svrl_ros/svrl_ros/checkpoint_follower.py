@@ -75,7 +75,7 @@ class CheckpointFollower:
         self._enabled = enabled
         self._newest: Announced | None = None
         self._handled: Announced | None = None  # the newest announcement the loader has dealt with
-        self._pending: tuple[Any, Announced] | None = None
+        self._pending: tuple[Any, Announced, str] | None = None  # (policy, announcement, fingerprint)
         self._loading: Announced | None = None
         self.loaded = 0
         self.refused = 0
@@ -112,10 +112,31 @@ class CheckpointFollower:
             )
 
     def take_pending(self) -> Any | None:
-        """The loaded checkpoint waiting to be installed, once (None when there is none)."""
+        """The loaded checkpoint waiting to be installed, once (None when there is none).
+
+        Checked again against the checkpoint serving now: if that changed meanwhile (an operator set the
+        `checkpoint` parameter), a candidate guarded against the old one is dropped, not installed.
+        """
         with self._lock:
             pending, self._pending = self._pending, None
-        return pending[0] if pending is not None else None
+        if pending is None:
+            return None
+        policy, announced, fingerprint = pending
+        running = self._running_path()
+        try:
+            current = read_interface(running) if running is not None else None
+        except CheckpointRefused as error:
+            current, reason = None, str(error)
+        else:
+            reason = "no checkpoint is serving" if current is None else ""
+        if current is not None and current.fingerprint == fingerprint:
+            return policy
+        reason = (
+            reason
+            or f"the serving checkpoint changed meanwhile to {current.checkpoint_id}, another interface"
+        )
+        self._log.warning(f"dropped loaded checkpoint {announced.checkpoint_id}: {reason}")
+        return None
 
     def installed(self, policy: Any) -> None:
         """policy_server installed `policy` (taken from take_pending): count it and say so."""
@@ -195,7 +216,7 @@ class CheckpointFollower:
         with self._lock:
             if not self._enabled:
                 return
-            self._pending = (policy, announced)
+            self._pending = (policy, announced, candidate.fingerprint)
         self._on_pending()
 
     def _announced_for(self, policy: Any) -> Announced | None:
