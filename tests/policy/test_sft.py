@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from svrl_policy.policy import Policy
 from svrl.cli import main as svrl_main
+from svrl_policy.policy import Policy
 from svrl_trainer.sft import (
     SFTConfig,
     chunk_targets,

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import svrl_trainer.sft as sft
-from svrl_policy.policy import Policy
 from svrl.cli import main as svrl_main
+from svrl_policy.policy import Policy
 from svrl_trainer.sft import SFTConfig, train_sft
 from svrl_trainer.sft_state import ResumeMismatchError, RunExistsError, read_state
 

@@ -18,9 +18,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.timeout(240)]
 def test_svrl_up_serves_the_profile_and_stops_on_sigint(processes, tmp_path) -> None:
     from svrl_sim.tasks import tasks_in_suite
 
-    stack = processes.start_python(
-        "-m", "svrl.cli", "up", "--profile", "sim_expert", log=tmp_path / "up.log"
-    )
+    stack = processes.start_python("-m", "svrl.cli", "up", "--profile", "sim_expert", log=tmp_path / "up.log")
     context = rclpy.Context()
     rclpy.init(context=context)
     node = rclpy.create_node("up_probe", context=context)
