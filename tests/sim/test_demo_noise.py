@@ -12,12 +12,13 @@ from svrl_sim.demos import action_noise, record_episodes, write_demos
 TASK = "pretrain/lift_cube_red"
 
 
-def test_noise_is_seeded_per_episode_and_spares_the_gripper() -> None:
+def test_noise_is_seeded_per_episode_and_spares_roll_pitch_and_gripper() -> None:
     a, b = action_noise(TASK, "train", 3, 0.005, 7), action_noise(TASK, "train", 3, 0.005, 7)
     draws = np.stack([a() for _ in range(200)])
     np.testing.assert_array_equal(draws[0], b())  # same (task, split, state): same noise
     assert not np.array_equal(action_noise(TASK, "train", 4, 0.005, 7)(), draws[0])
-    assert np.all(draws[:, 6] == 0.0)  # the gripper command is never perturbed
+    assert np.all(draws[:, 3:5] == 0.0) and np.all(draws[:, 6] == 0.0)  # nor roll, pitch or the gripper
+    assert draws[:, 5].std() == pytest.approx(0.01, rel=0.15)
     assert draws[:, :3].std() == pytest.approx(0.005, rel=0.15)
 
 
