@@ -195,26 +195,28 @@ def test_trainer_node_reports_progress_and_announces_each_checkpoint(
 
 @pytest.mark.ros
 @pytest.mark.timeout(120)
-def test_bad_config_ends_the_node_with_one_line(
+def test_bad_config_or_absent_sims_end_the_node_with_one_line(
     toy_run: Path, ros_env: dict[str, str], tmp_path: Path
 ) -> None:
-    cases = {
-        "missing.yaml is neither a file nor a config": ["-p", f"config:={tmp_path / 'missing.yaml'}"],
-        "grpo.group_size=1": [
-            "-p",
-            f"config:={toy_run / 'config.yaml'}",
-            "-p",
-            "overrides:=[grpo.group_size=1]",
-        ],
-    }
-    for expected, args in cases.items():
+    config = ["-p", f"config:={toy_run / 'config.yaml'}", "-p", f"out_dir:={tmp_path / 'run'}"]
+    no_sims = (
+        '[env.backend=ros, env.num_envs=1, "env.tasks=[goal/press_button]",'
+        ' "env.options={namespaces: [nowhere], spawn: false, start_timeout_s: 2}"]'
+    )
+    cases = [
+        (2, "bad configuration: parameter config: ", ["-p", f"config:={tmp_path / 'missing.yaml'}"]),
+        (2, "bad configuration: grpo.group_size=1", [*config, "-p", "overrides:=[grpo.group_size=1]"]),
+        # a fault, not a config error: the simulator instances do not answer
+        (1, "cannot start: InstanceLostError: sim instances ['/nowhere'] do not answer",
+         [*config, "-p", f"overrides:={no_sims}"]),
+    ]  # fmt: skip
+    for code, expected, args in cases:
         run = subprocess.run(
             [sys.executable, "-m", "svrl_ros.trainer_node", "--ros-args", *args],
             env=ros_env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=100,
         )  # fmt: skip
         output = run.stdout + run.stderr
-        assert run.returncode == 2, f"{expected}: {run.returncode}\n{output}"
-        assert "bad configuration:" in output and expected in output, output
+        assert run.returncode == code and expected in output, f"{expected}: {run.returncode}\n{output}"
         assert "Traceback" not in output, output
 
 

@@ -179,7 +179,8 @@ class TrainerNode(Node):
 
     # -- the run (main thread) --------------------------------------------------------------------------
     def train(self) -> int:
-        """Build GrpoTrainer and run it; the exit code (2: it cannot start, 1: it failed, 0: done)."""
+        """Build GrpoTrainer and run it; the exit code (2: bad config or run folder, 1: it could not start
+        or failed, e.g. simulator instances that do not answer, 0: done)."""
         from svrl_trainer.train import GrpoTrainer
 
         log = self.get_logger()
@@ -189,8 +190,13 @@ class TrainerNode(Node):
                 resume=bool(self.get_parameter("resume").value),
                 overwrite=bool(self.get_parameter("overwrite").value),
             )
-        except ValueError as error:  # RunExistsError, ResumeConfigError, a backend's bad options
+        except (
+            ValueError,
+            KeyError,
+        ) as error:  # RunExistsError, ResumeConfigError, bad options, unknown tasks
             return self._fail(f"cannot start: {error}", 2)
+        except Exception as error:  # e.g. RosEnv: the sim instances do not answer
+            return self._fail(f"cannot start: {type(error).__name__}: {error}", 1)
         try:
             self.progress.started(trainer.step)
             self.publish_diagnostics()
