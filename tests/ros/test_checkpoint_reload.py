@@ -323,7 +323,6 @@ def test_policy_server_follows_compatible_checkpoints_between_goals(
             probe = _AnnouncerProbe()
             probe.wait_for_server(HANG_GUARD_S, log)
             wait_until(lambda: probe.status_values().get("serving") == ids["serving"], 60, "diagnostics", log)
-            assert _goal_chunk_ids(probe, log) == {ids["serving"]}
 
             # refused: another codec, then corrupt weights; the serving model stays
             for name, reason in (("other_codec", "codec/interface differs"), ("corrupt", "does not load")):
@@ -334,9 +333,9 @@ def test_policy_server_follows_compatible_checkpoints_between_goals(
                 )  # fmt: skip
                 values = probe.status_values()
                 assert reason in values["last_refused_reason"] and values["serving"] == ids["serving"]
-            assert _goal_chunk_ids(probe, log) == {ids["serving"]}
 
-            # accepted while a goal runs: that goal ends on the model it started with, the next one swaps
+            # the refusals kept the model (this goal's chunks come from it); a compatible checkpoint announced
+            # while the goal runs: the goal ends on the model it started with, the next one swaps
             during = lambda: probe.announce(announced(checkpoints["compatible"]))  # noqa: E731
             assert _goal_chunk_ids(probe, log, during=during) == {ids["serving"]}
             wait_until(
