@@ -708,8 +708,10 @@ class PolicyServer(Node):
         (queued behind any call still running there), so every chunk of the goal comes from one model."""
         policy = self._follower.take_pending() if self._follower is not None else None
         if policy is not None:
-            self.call_runner(ctx, self._driver.install, policy)
-            self._follower.installed(policy)
+            try:
+                self.call_runner(ctx, self._driver.install, policy)
+            finally:  # a cancel while waiting ends the goal; the queued install still runs before any inference
+                self._follower.installed(policy)
 
     def _publish_checkpoint_diagnostics(self) -> None:
         follower = getattr(self, "_follower", None)
