@@ -333,8 +333,9 @@ class RosEnv:
         from svrl_interfaces.srv import ResetEpisode, StepChunk
 
         self._context = rclpy.Context()
-        # no signal handlers: Ctrl-C stays the host process's (the trainer's) KeyboardInterrupt
-        rclpy.init(context=self._context, signal_handler_options=SignalHandlerOptions.NO)
+        # no signal handlers: Ctrl-C stays the host process's (the trainer's) KeyboardInterrupt; no process
+        # arguments: a launch file's --ros-args (__node:=trainer_node) must not rename this helper node
+        rclpy.init(args=[], context=self._context, signal_handler_options=SignalHandlerOptions.NO)
         self._node = rclpy.create_node(f"ros_env_{os.getpid()}", context=self._context)
         for inst in self._instances:
             inst.reset_client = self._node.create_client(ResetEpisode, f"{inst.namespace}/{topics.SIM_RESET}")
