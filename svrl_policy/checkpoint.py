@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import json
 import os
 import shutil
@@ -33,17 +32,20 @@ from typing import Any
 import torch
 from torch import nn
 
+from svrl_policy.checkpoint_files import (
+    CODEC_FILE,
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    PREPROCESSOR_FILE,
+    TOKENIZER_FILE,
+    file_sha256,
+)
 from svrl_policy.codec import ActionCodec
 from svrl_policy.config import ConfigError, PolicyConfig
 from svrl_policy.preprocess import Preprocessor, ProprioStats
 from svrl_policy.tokenizer import HFTokenizer, TextTokenizer, tokenizer_from_dict
 
-CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-CODEC_FILE = "codec.json"
-PREPROCESSOR_FILE = "preprocessor.json"
-TOKENIZER_FILE = "tokenizer.json"
-MANIFEST_FILE = "manifest.json"
 ONNX_FILE = "policy.onnx"
 ENGINE_FILE = "policy.engine"
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, CODEC_FILE, PREPROCESSOR_FILE, TOKENIZER_FILE, MANIFEST_FILE)
@@ -81,14 +83,6 @@ class PolicyComponents:
 
 
 # ---------------------------------------------------------------------------------------------- saving
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 @contextlib.contextmanager
 def atomic_directory(target: str | Path) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces `target` only if the block completes."""

@@ -12,6 +12,9 @@ import argparse
 import json
 import os
 import time
+from typing import Any
+
+from svrl_trainer.commands import parse_key_values
 
 SIMPLEVLA_RL_BYTES_PER_STEP = 6 * 224 * 224 * 4  # fused SigLIP+DINOv2 float32 pixel tensor per step
 
@@ -29,22 +32,11 @@ def _run_sim_bench(args: argparse.Namespace) -> dict:
     under "variants". `--repeats N` runs the variants round-robin N times and keeps each one's fastest
     run, so a burst of load from other jobs does not land on one variant only.
     """
-    import torch
-
     from svrl_policy.bench import machine_info
-    from svrl_trainer.catalog import make_env, resolve_tasks
-    from svrl_trainer.rollout import EpisodeSpec, max_chunks_for
+    from svrl_trainer.catalog import make_env
     from svrl_trainer.rollout_policy import make_rollout_policy
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    policy = _bench_policy(args)
-    tasks = resolve_tasks("sim", [args.suite])
-    specs = [
-        EpisodeSpec(tasks[i % len(tasks)].name, tasks[i % len(tasks)].train_states[i])
-        for i in range(args.episodes)
-    ]
-    max_chunks = max_chunks_for(max(t.max_steps for t in tasks), policy.config.chunk_len)
+    policy, specs, max_chunks = _bench_episodes(args)
     variants = [(r, p) for r in _choices(args.runtime, RUNTIMES) for p in _choices(args.pipeline, PIPELINE)]
     runtimes: dict[str, object] = {}
     env = make_env("sim", args.num_envs, image_size=policy.config.image_size, num_workers=args.workers)
@@ -82,23 +74,12 @@ def run_backend_comparison(args: argparse.Namespace) -> dict:
     """Env-steps/s of `args.backend` against the in-process VectorEnv ('sim'), for each env count in
     `--instances`, on the same episodes with the same policy and seed (so the same work: the backends must
     give the same trajectories). `ratio` = backend / VectorEnv. `--repeats N` keeps each side's best run."""
-    import torch
-
     from svrl_policy.bench import machine_info
-    from svrl_trainer.catalog import make_env, resolve_tasks
-    from svrl_trainer.rollout import EpisodeSpec, max_chunks_for
+    from svrl_trainer.catalog import make_env
     from svrl_trainer.rollout_policy import make_rollout_policy
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    policy = _bench_policy(args)
-    tasks = resolve_tasks("sim", [args.suite])
-    specs = [
-        EpisodeSpec(tasks[i % len(tasks)].name, tasks[i % len(tasks)].train_states[i])
-        for i in range(args.episodes)
-    ]
-    max_chunks = max_chunks_for(max(t.max_steps for t in tasks), policy.config.chunk_len)
-    options = _parse_options(args.env_option)
+    options = parse_key_values(args.env_option, "--env-option")  # bad input ends it before any work
+    policy, specs, max_chunks = _bench_episodes(args)
     runtime = _choices(args.runtime, RUNTIMES)
     if len(runtime) != 1:
         raise SystemExit(f"--backend {args.backend} compares one runtime at a time, got {args.runtime!r}")
@@ -152,17 +133,23 @@ def run_backend_comparison(args: argparse.Namespace) -> dict:
     return {"backend": args.backend, "comparisons": comparisons, "settings": settings, "machine": machine}
 
 
-def _parse_options(items: list[str]) -> dict:
-    """`--env-option KEY=VALUE` (repeated; VALUE is YAML) -> the backend's make_env options."""
-    import yaml
+def _bench_episodes(args: argparse.Namespace) -> tuple[Any, list, int]:
+    """What every variant and backend runs: the policy (torch seeded, `--threads`), the `--episodes` episodes
+    of `--suite` (task i, train state i, round-robin over the tasks) and the chunk budget of its longest task."""
+    import torch
 
-    options = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--env-option expects KEY=VALUE, got {item!r}")
-        options[key] = yaml.safe_load(value)
-    return options
+    from svrl_trainer.catalog import resolve_tasks
+    from svrl_trainer.rollout import EpisodeSpec, max_chunks_for
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    policy = _bench_policy(args)
+    tasks = resolve_tasks("sim", [args.suite])
+    specs = [
+        EpisodeSpec(tasks[i % len(tasks)].name, tasks[i % len(tasks)].train_states[i])
+        for i in range(args.episodes)
+    ]
+    return policy, specs, max_chunks_for(max(t.max_steps for t in tasks), policy.config.chunk_len)
 
 
 RUNTIMES = ("torch", "onnx")

@@ -65,30 +65,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_planned(sub, _PLANNED, "")
 
 
-def _parse_overrides(items: list[str]) -> dict:
+def parse_key_values(items: list[str], flag: str) -> dict:
+    """Repeated `KEY=VALUE` command-line items (VALUE read as YAML) -> a dict; a malformed one ends the
+    command with one line naming `flag` (the train config's --set, a backend's --env-option)."""
     import yaml
 
-    overrides = {}
+    parsed = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key] = yaml.safe_load(value)
-    return overrides
+            raise SystemExit(f"{flag} expects KEY=VALUE, got {item!r}")
+        parsed[key] = yaml.safe_load(value)
+    return parsed
 
 
 def _handle_train(args: argparse.Namespace) -> int:
     from svrl_trainer.cli_train import run_train
 
     return run_train(
-        args.config, resume=args.resume, overwrite=args.overwrite, overrides=_parse_overrides(args.overrides)
+        args.config,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        overrides=parse_key_values(args.overrides, "--set"),
     )
 
 
 def _handle_eval(args: argparse.Namespace) -> int:
     from svrl_trainer.cli_train import run_eval
 
-    args.env_options = _parse_overrides(getattr(args, "env_options", []))
+    args.env_options = parse_key_values(getattr(args, "env_options", []), "--env-option")
     return run_eval(args)
 
 

@@ -9,6 +9,8 @@ the test over real DDS, and the chunks arm_controller executes say which checkpo
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -86,7 +88,8 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 # ---------------------------------------------------------------------------------------------- the guard
-def test_file_names_match_svrl_policy() -> None:
+def test_guard_checks_svrl_policy_files_without_torch() -> None:
+    """The guard runs where only onnxruntime is installed: it must not import torch to check the files."""
     from svrl_policy import checkpoint as policy_checkpoint
 
     assert checkpoint_guard.INTERFACE_FILES == (
@@ -96,6 +99,9 @@ def test_file_names_match_svrl_policy() -> None:
         policy_checkpoint.TOKENIZER_FILE,
     )
     assert checkpoint_guard.MANIFEST_FILE == policy_checkpoint.MANIFEST_FILE
+    code = "import sys, svrl_ros.checkpoint_guard; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_guard_accepts_new_weights_and_refuses_another_interface(checkpoints: dict[str, Path]) -> None:
@@ -176,20 +182,23 @@ def announced(path: Path, **changes: Any) -> Announced:
     return Announced(**{**values, **changes})
 
 
+def _follower(serving: list[Path], enabled: bool) -> tuple[CheckpointFollower, threading.Event, _Log]:
+    """A follower guarding against `serving[0]` (a test changes it as an operator would); the event it sets
+    when a candidate is ready and its log."""
+    pending = threading.Event()
+    log = _Log()
+    follower = CheckpointFollower(
+        load=_Loaded, running_path=lambda: serving[0], on_pending=pending.set, on_change=lambda: None,
+        log=log, enabled=enabled,
+    )  # fmt: skip
+    return follower, pending, log
+
+
 def test_follower_loads_compatible_refuses_the_rest_and_waits_to_be_installed(
     checkpoints: dict[str, Path],
 ) -> None:
     serving = [checkpoints["serving"]]
-    pending = threading.Event()
-    log = _Log()
-    follower = CheckpointFollower(
-        load=_Loaded,
-        running_path=lambda: serving[0],
-        on_pending=pending.set,
-        on_change=lambda: None,
-        log=log,
-        enabled=False,
-    )
+    follower, pending, log = _follower(serving, enabled=False)
     try:
         follower.announce(announced(checkpoints["compatible"]))
         time.sleep(0.2)
@@ -228,12 +237,7 @@ def test_a_candidate_guarded_against_another_serving_checkpoint_is_dropped(
 ) -> None:
     """An operator set `checkpoint` to another interface while a candidate waited: it is not installed."""
     serving = [checkpoints["serving"]]
-    pending = threading.Event()
-    log = _Log()
-    follower = CheckpointFollower(
-        load=_Loaded, running_path=lambda: serving[0], on_pending=pending.set, on_change=lambda: None,
-        log=log, enabled=True,
-    )  # fmt: skip
+    follower, pending, log = _follower(serving, enabled=True)
     try:
         follower.announce(announced(checkpoints["compatible"]))
         assert pending.wait(30)

@@ -22,6 +22,7 @@ from svrl_ros.isaac.engine import JOINT_NAMES, BridgeEnv, EpisodeNotRunningError
 
 from svrl_sim.goals import PoseState
 from svrl_sim.tasks import UnknownTaskError
+from tests.ros.test_package_manifest import imported_names
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGE_SIZE = 48
@@ -60,12 +61,7 @@ def test_isaac_imports_live_only_inside_the_bridge_modules_functions() -> None:
         tree = ast.parse(path.read_text(), filename=str(path))
         top_level = {id(n) for n in tree.body}
         for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            else:
-                continue
+            names = imported_names(node)
             if not any(n.split(".")[0] in ISAAC_ROOTS for n in names):
                 continue
             assert path == bridge, f"{path.relative_to(REPO_ROOT)}:{node.lineno} imports {names}"

@@ -39,15 +39,18 @@ def imported_modules(files: list[Path]) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for path in files:
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            else:
-                continue
-            for name in names:
+            for name in imported_names(node):
                 found.setdefault(name.split(".")[0], set()).add(path.name)
     return found
+
+
+def imported_names(node: ast.AST) -> list[str]:
+    """The absolute module names an `import` / `from ... import` node imports (none for any other node)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        return [node.module]
+    return []
 
 
 def _pyproject_distributions() -> set[str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from svrl_ros.trainer_node import parse_overrides
 from tests.conftest import ProcessGroup
 from tests.ros.graph_harness import log_tail, wait_until
 from tests.ros.test_launch_profile import _nodes, launch_module  # noqa: F401 - the launch stand-ins fixture
+from tests.ros.trainer_harness import TrainerProbe
 
 PROFILE = "sim_training"
 
@@ -85,52 +85,6 @@ def one_step_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-class _Listener:
-    """trainer_node's diagnostics and announcements, from the test's own rclpy context."""
-
-    def __init__(self) -> None:
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from svrl_interfaces.msg import PolicyCheckpoint
-        from svrl_ros import topics
-        from svrl_ros.trainer_node import ANNOUNCE_QOS
-
-        self._rclpy = rclpy
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("sim_training_probe", context=self.context)
-        self.lock = threading.Lock()
-        self.states: list[dict[str, str]] = []
-        self.announcements: list[Any] = []
-        self.node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diagnostics, 50)
-        self.node.create_subscription(
-            PolicyCheckpoint, topics.POLICY_CHECKPOINT, self._on_announce, ANNOUNCE_QOS
-        )
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self._thread.start()
-
-    def _on_diagnostics(self, msg: Any) -> None:
-        with self.lock:
-            self.states += [
-                {"message": s.message, **{kv.key: kv.value for kv in s.values}}
-                for s in msg.status
-                if s.name == "trainer_node: training"
-            ]
-
-    def _on_announce(self, msg: Any) -> None:
-        with self.lock:
-            self.announcements.append(msg)
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self._rclpy.try_shutdown(context=self.context)
-        self._thread.join(timeout=5)
-
-
 @pytest.mark.ros
 @pytest.mark.timeout(240)
 def test_svrl_up_sim_training_trains_over_the_instances(
@@ -144,13 +98,13 @@ def test_svrl_up_sim_training_trains_over_the_instances(
         "--set", f"trainer_node.out_dir={run_dir}",
         log=log,
     )  # fmt: skip
-    listener = _Listener()
+    listener = TrainerProbe("sim_training_probe")
     try:
-        finished = lambda: [s for s in listener.states if s["state"] in ("finished", "failed")]  # noqa: E731
+        finished = lambda: listener.in_state("finished", "failed")  # noqa: E731
         wait_until(lambda: finished() or stack.poll() is not None, 200, "the training step", log)
         assert stack.poll() is None, f"svrl up ended with {stack.returncode}{log_tail(log)}"
-        final = finished()[-1]
-        assert final["state"] == "finished", f"{final}{log_tail(log)}"
+        _level, message, final = finished()[-1]
+        assert final["state"] == "finished", f"{message} {final}{log_tail(log)}"
         assert final["backend"] == "ros" and final["step"] == "1" and final["lost_episodes"] == "0"
         wait_until(lambda: listener.announcements, 30, "the checkpoint announcement", log)
         (announced,) = listener.announcements

@@ -10,9 +10,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -22,6 +20,7 @@ from svrl_ros.training_progress import ERROR, OK, WARN, TrainingProgress
 
 from tests.conftest import REPO_ROOT, ProcessGroup
 from tests.ros.graph_harness import log_tail, wait_until
+from tests.ros.trainer_harness import TrainerProbe
 
 TOTAL_STEPS = 2
 
@@ -95,49 +94,20 @@ def test_progress_announces_what_is_on_disk(toy_run: Path, tmp_path: Path) -> No
 
 
 # ---------------------------------------------------------------------------------------------- over DDS
-class _TrainerProbe:
-    """Records trainer_node's diagnostics and checkpoint announcements, from its own context and thread."""
-
-    def __init__(self, name: str) -> None:
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from svrl_interfaces.msg import PolicyCheckpoint
-        from svrl_ros import topics
-        from svrl_ros.trainer_node import ANNOUNCE_QOS
-
-        self._rclpy = rclpy
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node(name, context=self.context)
-        self.lock = threading.Lock()
-        self.statuses: list[tuple[int, str, dict[str, str]]] = []
-        self.announcements: list[Any] = []
-        self.node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diagnostics, 50)
-        self.node.create_subscription(
-            PolicyCheckpoint, topics.POLICY_CHECKPOINT, self._on_checkpoint, ANNOUNCE_QOS
-        )
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self._thread.start()
-
-    def _on_diagnostics(self, msg: Any) -> None:
-        with self.lock:
-            for status in msg.status:
-                if status.name == "trainer_node: training":
-                    level = status.level[0] if isinstance(status.level, bytes) else int(status.level)
-                    self.statuses.append((level, status.message, {kv.key: kv.value for kv in status.values}))
-
-    def _on_checkpoint(self, msg: Any) -> None:
-        with self.lock:
-            self.announcements.append(msg)
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self._rclpy.try_shutdown(context=self.context)
-        self._thread.join(timeout=5)
+def _start_trainer(
+    processes: ProcessGroup, toy_run: Path, tmp_path: Path, *params: str
+) -> tuple[subprocess.Popen, Path, Path]:
+    """trainer_node on the toy config, its run folder in tmp_path, `params` (`name:=value`) added; the process,
+    its log and its run folder."""
+    log = tmp_path / "trainer_node.log"
+    run_dir = tmp_path / "run"
+    extra = [arg for param in params for arg in ("-p", param)]
+    node = processes.start_python(
+        "-m", "svrl_ros.trainer_node", "--ros-args",
+        "-p", f"config:={toy_run / 'config.yaml'}", "-p", f"out_dir:={run_dir}", *extra,
+        log=log,
+    )  # fmt: skip
+    return node, log, run_dir
 
 
 @pytest.mark.ros
@@ -145,20 +115,14 @@ class _TrainerProbe:
 def test_trainer_node_reports_progress_and_announces_each_checkpoint(
     toy_run: Path, processes: ProcessGroup, tmp_path: Path
 ) -> None:
-    log = tmp_path / "trainer_node.log"
-    run_dir = tmp_path / "run"
-    node = processes.start_python(
-        "-m", "svrl_ros.trainer_node", "--ros-args",
-        "-p", f"config:={toy_run / 'config.yaml'}",
-        "-p", f"out_dir:={run_dir}", "-p", "overrides:=[seed=1]",
-        "-p", "diagnostics_period_s:=0.2",
-        log=log,
-    )  # fmt: skip
-    probe = _TrainerProbe("trainer_probe")
+    node, log, run_dir = _start_trainer(
+        processes, toy_run, tmp_path, "overrides:=[seed=1]", "diagnostics_period_s:=0.2"
+    )
+    probe = TrainerProbe("trainer_probe")
     late = None
     try:
-        finished = lambda: [s for s in probe.statuses if s[2]["state"] == "finished"]  # noqa: E731
-        wait_until(lambda: finished() or node.poll() is not None, 150, "training to finish", log)
+        finished = lambda: probe.in_state("finished") or node.poll() is not None  # noqa: E731
+        wait_until(finished, 150, "training to finish", log)
         assert node.poll() is None, f"trainer_node exited with {node.returncode}{log_tail(log)}"
         with probe.lock:
             statuses, announcements = list(probe.statuses), list(probe.announcements)
@@ -181,7 +145,7 @@ def test_trainer_node_reports_progress_and_announces_each_checkpoint(
             assert on_disk.checkpoint_id != init.checkpoint_id
 
         # latched: a subscriber that comes after the run still hears the newest checkpoint
-        late = _TrainerProbe("late_probe")
+        late = TrainerProbe("late_probe")
         wait_until(lambda: late.announcements, 30, "the latched announcement", log)
         assert late.announcements[-1].checkpoint_id == announcements[-1].checkpoint_id
         assert node.poll() is None  # exit_when_done is off: it serves until stopped
@@ -226,14 +190,7 @@ def test_ctrl_c_mid_training_ends_the_run_cleanly(
     toy_run: Path, processes: ProcessGroup, tmp_path: Path
 ) -> None:
     """As `svrl train`: Ctrl-C stops the run between two writes, exit code 0, the last checkpoint complete."""
-    log = tmp_path / "trainer_node.log"
-    run_dir = tmp_path / "run"
-    node = processes.start_python(
-        "-m", "svrl_ros.trainer_node", "--ros-args",
-        "-p", f"config:={toy_run / 'config.yaml'}", "-p", f"out_dir:={run_dir}",
-        "-p", "overrides:=[total_steps=100000]",
-        log=log,
-    )  # fmt: skip
+    node, log, run_dir = _start_trainer(processes, toy_run, tmp_path, "overrides:=[total_steps=100000]")
     wait_until(lambda: "checkpoint of step 2 announced" in log.read_text() or node.poll() is not None, 150,
                "two checkpoints", log)  # fmt: skip
     assert node.poll() is None, log_tail(log)

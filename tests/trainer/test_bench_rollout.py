@@ -45,3 +45,16 @@ def test_bench_rollout_ros_backend_compares_with_the_in_process_env(ros_env) -> 
     assert row["sim"]["policy_steps"] == row["ros"]["policy_steps"]
     assert row["ros_env_steps_per_s"] == row["ros"]["env_steps_per_s"] > 0
     assert row["ratio"] == pytest.approx(row["ros_env_steps_per_s"] / row["sim_env_steps_per_s"], rel=0.01)
+
+
+def test_a_malformed_env_option_ends_the_bench_before_any_work() -> None:
+    """`--env-option` and `svrl eval`'s / `svrl train`'s KEY=VALUE share one parser; the error names the flag."""
+    from svrl_trainer.commands import parse_key_values
+
+    assert parse_key_values(["a=1", "b=[x, y]", "c="], "--set") == {"a": 1, "b": ["x", "y"], "c": None}
+    run = subprocess.run(
+        [sys.executable, "-m", "svrl.cli", "bench", "rollout", "--backend", "ros", "--env-option", "timeout_s"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert run.returncode != 0 and "--env-option expects KEY=VALUE, got 'timeout_s'" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr

@@ -19,7 +19,8 @@ loads one only when it drives the robot exactly as the running one does apart fr
 - the announcement describes these files: its checkpoint_id, action_space and fingerprint equal the ones
   recomputed here (the message is compared, never trusted).
 
-ROS-free and torch-free (plain JSON and hashlib), so the trainer side and the robot side compute the
+ROS-free and torch-free (plain JSON and hashlib; file names and checksum from svrl_policy.checkpoint_files, the
+ones svrl_policy.checkpoint writes with), so the trainer side and the robot side compute the
 same fingerprint with the same code, and tests need no DDS.
 """
 
@@ -31,14 +32,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from svrl_ros.learned_policy import MANIFEST_FILE
+from svrl_policy.checkpoint_files import (
+    CODEC_FILE,
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    PREPROCESSOR_FILE,
+    TOKENIZER_FILE,
+    file_sha256,
+)
 from svrl_ros.learned_policy import checkpoint_id as content_id
 
-# svrl_policy.checkpoint's file names (not imported: that module imports torch); a test checks they agree.
-CONFIG_FILE = "config.json"
-CODEC_FILE = "codec.json"
-PREPROCESSOR_FILE = "preprocessor.json"
-TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_FOLDER = "tokenizer/"  # an "hf" tokenizer's files, listed in the manifest under this prefix
 ACTION_FIELDS = ("action_space", "action_dim", "chunk_len", "num_bins", "gripper_index")
 OBSERVATION_FIELDS = ("cameras", "proprio_dim", "tokenizer", "max_text_len", "prompt_template")
@@ -73,14 +76,6 @@ def _read_json(path: Path) -> Any:
         raise CheckpointRefused(f"{path} cannot be read as JSON: {error}") from error
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_interface(ckpt_dir: str | Path) -> CheckpointInterface:
     """The interface of the checkpoint at `ckpt_dir`, after checking its interface files' checksums.
 
@@ -101,7 +96,7 @@ def read_interface(ckpt_dir: str | Path) -> CheckpointInterface:
         if name not in checksums:
             raise CheckpointRefused(f"{path / MANIFEST_FILE} has no checksum for {name}")
         try:
-            actual = _sha256(path / name)
+            actual = file_sha256(path / name)
         except OSError as error:
             raise CheckpointRefused(f"{path / name} cannot be read: {error}") from error
         if actual != checksums[name]:

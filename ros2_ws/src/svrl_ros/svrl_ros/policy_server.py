@@ -29,7 +29,7 @@ from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -56,6 +56,7 @@ from svrl_ros.conversions import (
     nanoseconds_to_stamp,
     seconds_to_duration,
 )
+from svrl_ros.diagnostics import diagnostic_array
 from svrl_ros.drivers import Driver, LearnedDriver, RunnerDeadlineError, SelfExecutingDriver
 from svrl_ros.goal_context import GoalContext, GoalEnded
 from svrl_ros.inference_schedule import INFERENCE_MODES
@@ -83,7 +84,6 @@ CHOICES = {
 }
 ARM_MODE_POLICY = "policy"  # chunk_executor.MODE_POLICY (that module pulls in the kinematics)
 EXECUTOR_THREADS = 6  # a running goal, a preempting one, admission/cancel, topics, services, parameters
-DIAGNOSTIC_LEVELS = {0: DiagnosticStatus.OK, 1: DiagnosticStatus.WARN, 2: DiagnosticStatus.ERROR}
 
 
 class BadParameterError(ValueError):
@@ -718,17 +718,9 @@ class PolicyServer(Node):
         publisher = getattr(self, "_diagnostics_pub", None)
         if follower is None or publisher is None:
             return
-        level, message, values = follower.status(self._driver.checkpoint_id)
-        status = DiagnosticStatus()
-        status.level = DIAGNOSTIC_LEVELS[level]
-        status.name = f"{self.get_name()}: checkpoint"
-        status.hardware_id = "svrl_policy"
-        status.message = message
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        msg = DiagnosticArray()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.status = [status]
-        publisher.publish(msg)
+        stamp = self.get_clock().now().to_msg()
+        status = follower.status(self._driver.checkpoint_id)
+        publisher.publish(diagnostic_array(stamp, f"{self.get_name()}: checkpoint", "svrl_policy", *status))
 
     def destroy_node(self) -> None:
         if getattr(self, "_follower", None) is not None:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, ParameterType
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import Executor, ExternalShutdownException
@@ -39,10 +39,10 @@ from svrl_interfaces.msg import PolicyCheckpoint
 
 from svrl_ros import topics
 from svrl_ros.checkpoint_guard import CheckpointRefused
+from svrl_ros.diagnostics import diagnostic_array
 from svrl_ros.node_runner import BAD_CONFIGURATION, run_node
 from svrl_ros.training_progress import FAILED, Announcement, TrainingProgress
 
-LEVELS = {0: DiagnosticStatus.OK, 1: DiagnosticStatus.WARN, 2: DiagnosticStatus.ERROR}
 # Latched: a policy_server started after the announcement still receives the newest checkpoint.
 ANNOUNCE_QOS = QoSProfile(
     depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
@@ -156,16 +156,9 @@ class TrainerNode(Node):
 
     # -- reporting (any thread) ---------------------------------------------------------------------
     def publish_diagnostics(self) -> None:
-        level, message, values = self.progress.status()
-        status = DiagnosticStatus()
-        status.level = LEVELS[level]
-        status.name = f"{self.get_name()}: training"
-        status.hardware_id = "svrl_trainer"
-        status.message = message
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        msg = DiagnosticArray()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.status = [status]
+        stamp = self.get_clock().now().to_msg()
+        name = f"{self.get_name()}: training"
+        msg = diagnostic_array(stamp, name, "svrl_trainer", *self.progress.status())
         with self._publish_lock:
             self._diagnostics_pub.publish(msg)
 
