@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from svrl_policy.checkpoint_files import MANIFEST_FILE  # torch-free, unlike svrl_policy.checkpoint
+
 log = logging.getLogger(__name__)
 
-MANIFEST_FILE = "manifest.json"  # svrl_policy.checkpoint.MANIFEST_FILE (not imported: that pulls in torch)
 COMPLETE_MARKER = "COMPLETE"  # svrl_trainer.run_state.COMPLETE_MARKER
 CHECKPOINTS_SUBDIR = "checkpoints"  # svrl_trainer.train.CHECKPOINT_DIR
 
