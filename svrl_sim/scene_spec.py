@@ -419,6 +419,7 @@ def scene_spec(
 
 
 def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product a * b of (w, x, y, z) quaternions (also teleop's, svrl_ros.teleop_motion)."""
     aw, ax, ay, az = a
     bw, bx, by, bz = b
     return np.array(

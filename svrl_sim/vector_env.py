@@ -171,6 +171,63 @@ class SimEnvFactory:
         return proc
 
 
+# ------------------------------------------------------------------------------------------------ batch rules
+# What every vectorised backend (VectorEnv here, svrl_ros.ros_env.RosEnv over ROS) checks and reports the same
+# way, so a trainer sees one contract whatever runs the sims.
+StepResults = tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]
+
+
+def check_reset_ids(num_envs: int, specs: Sequence[Any], env_ids: Sequence[int] | None) -> list[int]:
+    """The env indices a reset addresses (default: all); a spec per env, distinct indices in range."""
+    ids = list(range(num_envs)) if env_ids is None else [int(i) for i in env_ids]
+    if len(specs) != len(ids):
+        raise ValueError(f"got {len(specs)} (task, init_state) pairs for {len(ids)} envs")
+    if any(not 0 <= i < num_envs for i in ids) or len(set(ids)) != len(ids):
+        raise ValueError(f"env_ids must be distinct indices in [0, {num_envs}), got {ids}")
+    return ids
+
+
+def check_chunk(
+    num_envs: int,
+    action_dim: int,
+    actions: Any,
+    active_mask: Sequence[bool] | np.ndarray | None,
+    steppable: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(actions[N, K, D] as float64, active[N]) of a batched chunk, checked before any env is stepped:
+    shapes, finite actions for the active envs, and an episode for each of them (`steppable[i]`)."""
+    a = np.asarray(actions, dtype=np.float64)
+    if a.ndim != 3 or a.shape[0] != num_envs or a.shape[2] != action_dim or a.shape[1] < 1:
+        raise ValueError(
+            f"actions must have shape [num_envs={num_envs}, K, {action_dim}], got {tuple(a.shape)}"
+        )
+    active = np.ones(num_envs, bool) if active_mask is None else np.asarray(active_mask, dtype=bool)
+    if active.shape != (num_envs,):
+        raise ValueError(f"active_mask must have shape [{num_envs}], got {active.shape}")
+    bad = [int(i) for i in np.flatnonzero(active) if not np.isfinite(a[i]).all()]
+    if bad:
+        raise ValueError(f"actions of env(s) {bad} contain NaN or inf; nothing was executed")
+    ended = [int(i) for i in np.flatnonzero(active & ~steppable)]
+    if ended:
+        raise RuntimeError(
+            f"env(s) {ended} have no running episode (never reset, or ended); reset them or leave them out "
+            "of active_mask"
+        )
+    return a, active
+
+
+def empty_step_results(active: np.ndarray) -> StepResults:
+    """rewards, terminated, truncated, infos of a chunk before any env answered (inactive envs keep these)."""
+    n = len(active)
+    infos: list[dict[str, Any]] = [{"executed_steps": 0, "active": bool(active[i])} for i in range(n)]
+    return np.zeros(n, np.float32), np.zeros(n, bool), np.zeros(n, bool), infos
+
+
+def lost_episode_info(active: bool) -> dict[str, Any]:
+    """The info of an episode lost with its worker / sim instance (reported once, with terminated=True)."""
+    return {"worker_failed": True, "executed_steps": 0, "success": False, "active": active}
+
+
 # ------------------------------------------------------------------------------------------------ parent side
 @contextlib.contextmanager
 def _child_environment(extra: dict[str, str]) -> Iterator[None]:
@@ -293,11 +350,7 @@ class VectorEnv:
 
         Names and indices are checked here, before any worker is touched."""
         self._check_open()
-        ids = list(range(self.num_envs)) if env_ids is None else [int(i) for i in env_ids]
-        if len(specs) != len(ids):
-            raise ValueError(f"got {len(specs)} (task, init_state) pairs for {len(ids)} envs")
-        if any(not 0 <= i < self.num_envs for i in ids) or len(set(ids)) != len(ids):
-            raise ValueError(f"env_ids must be distinct indices in [0, {self.num_envs}), got {ids}")
+        ids = check_reset_ids(self.num_envs, specs, env_ids)
         resolved = [self.factory.episode(task, init_state) for task, init_state in specs]
         payload: dict[int, list] = {}
         for i, (name, ref, _) in zip(ids, resolved, strict=True):
@@ -329,34 +382,13 @@ class VectorEnv:
         Inactive envs (active_mask False) are not stepped and report executed_steps 0. Returns batched obs,
         rewards[N] (1.0 if the env succeeded during this chunk), terminated[N], truncated[N], infos[N]."""
         self._check_open()
-        a = np.asarray(actions, dtype=np.float64)
-        if a.ndim != 3 or a.shape[0] != self.num_envs or a.shape[2] != self.action_dim or a.shape[1] < 1:
-            raise ValueError(
-                f"actions must have shape [num_envs={self.num_envs}, K, {self.action_dim}], got {tuple(a.shape)}"
-            )
-        active = np.ones(self.num_envs, bool) if active_mask is None else np.asarray(active_mask, dtype=bool)
-        if active.shape != (self.num_envs,):
-            raise ValueError(f"active_mask must have shape [{self.num_envs}], got {active.shape}")
-        bad = [i for i in np.flatnonzero(active) if not np.isfinite(a[i]).all()]
-        if bad:
-            raise ValueError(f"actions of env(s) {bad} contain NaN or inf; nothing was executed")
-        ended = [int(i) for i in np.flatnonzero(active & ~self._running)]
-        if ended:
-            raise RuntimeError(
-                f"env(s) {ended} have no running episode (never reset, or ended); reset them or leave them out "
-                "of active_mask"
-            )
+        a, active = check_chunk(self.num_envs, self.action_dim, actions, active_mask, self._running)
         payload: dict[int, list] = {}
         for i in np.flatnonzero(active):
             payload.setdefault(int(self._owner[i]), []).append((int(i), a[i].tolist()))
         replies, failed = self._roundtrip({w: ("step", items, render) for w, items in payload.items()})
 
-        rewards = np.zeros(self.num_envs, np.float32)
-        terminated = np.zeros(self.num_envs, bool)
-        truncated = np.zeros(self.num_envs, bool)
-        infos: list[dict[str, Any]] = [
-            {"executed_steps": 0, "active": bool(active[i])} for i in range(self.num_envs)
-        ]
+        rewards, terminated, truncated, infos = empty_step_results(active)
         for items in replies.values():
             for i, reward, term, trunc, info in items:
                 rewards[i], terminated[i], truncated[i] = reward, term, trunc
@@ -369,12 +401,7 @@ class VectorEnv:
                 self._running[i] = False
                 if was_running:  # the episode was lost with the worker
                     terminated[i], rewards[i] = True, 0.0
-                    infos[i] = {
-                        "worker_failed": True,
-                        "executed_steps": 0,
-                        "success": False,
-                        "active": bool(active[i]),
-                    }
+                    infos[i] = lost_episode_info(bool(active[i]))
             if self.auto_reset:
                 self._reset_after_failure(self._workers[w], render)
         return self._observation(render), rewards, terminated, truncated, infos

@@ -173,13 +173,10 @@ class RosEnv:
         from svrl_interfaces.srv import ResetEpisode
 
         from svrl_sim.tasks import as_init_state, get_task, scene_init
+        from svrl_sim.vector_env import check_reset_ids
 
         self._check_open()
-        ids = list(range(self.num_envs)) if env_ids is None else [int(i) for i in env_ids]
-        if len(specs) != len(ids):
-            raise ValueError(f"got {len(specs)} (task, init_state) pairs for {len(ids)} envs")
-        if any(not 0 <= i < self.num_envs for i in ids) or len(set(ids)) != len(ids):
-            raise ValueError(f"env_ids must be distinct indices in [0, {self.num_envs}), got {ids}")
+        ids = check_reset_ids(self.num_envs, specs, env_ids)
         resolved = []
         for task, init_state in specs:
             t, ref = get_task(task), as_init_state(init_state)
@@ -237,37 +234,19 @@ class RosEnv:
     def step_chunk(
         self, actions: np.ndarray, active_mask: Sequence[bool] | np.ndarray | None = None, render: bool = True
     ) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
-        """Run actions[N, K, D] (each env stops early at success/time limit); render once at the end.
+        """`VectorEnv.step_chunk` (same arguments, checks and results) on the sim instances: an env whose
+        instance was lost reports its episode failed once (`info["worker_failed"]`), as a dead worker's."""
+        from svrl_sim.vector_env import check_chunk, empty_step_results, lost_episode_info
 
-        Inactive envs (active_mask False) are not stepped and report executed_steps 0. Returns batched obs,
-        rewards[N] (1.0 if the env succeeded during this chunk), terminated[N], truncated[N], infos[N]."""
         self._check_open()
-        a = np.asarray(actions, dtype=np.float64)
-        if a.ndim != 3 or a.shape[0] != self.num_envs or a.shape[2] != self.action_dim or a.shape[1] < 1:
-            raise ValueError(
-                f"actions must have shape [num_envs={self.num_envs}, K, {self.action_dim}], got {tuple(a.shape)}"
-            )
-        active = np.ones(self.num_envs, bool) if active_mask is None else np.asarray(active_mask, dtype=bool)
-        if active.shape != (self.num_envs,):
-            raise ValueError(f"active_mask must have shape [{self.num_envs}], got {active.shape}")
-        bad = [int(i) for i in np.flatnonzero(active) if not np.isfinite(a[i]).all()]
-        if bad:
-            raise ValueError(f"actions of env(s) {bad} contain NaN or inf; nothing was executed")
-        ended = [int(i) for i in np.flatnonzero(active & ~self._running & ~self._lost)]
-        if ended:
-            raise RuntimeError(
-                f"env(s) {ended} have no running episode (never reset, or ended); reset them or leave them out "
-                "of active_mask"
-            )
+        # A lost env may be named once more: that step reports its episode lost, as VectorEnv does.
+        a, active = check_chunk(
+            self.num_envs, self.action_dim, actions, active_mask, self._running | self._lost
+        )
         stepped = [int(i) for i in np.flatnonzero(active & self._running)]
         answers, lost = self._call({i: ("step", self._chunk_request(i, a[i], render)) for i in stepped})
 
-        rewards = np.zeros(self.num_envs, np.float32)
-        terminated = np.zeros(self.num_envs, bool)
-        truncated = np.zeros(self.num_envs, bool)
-        infos: list[dict[str, Any]] = [
-            {"executed_steps": 0, "active": bool(active[i])} for i in range(self.num_envs)
-        ]
+        rewards, terminated, truncated, infos = empty_step_results(active)
         for i, answer in answers.items():
             if not answer.success:  # the sim held, but our episode is no longer the one it runs
                 self._lose(self._instances[i], f"refused a chunk: {answer.message}", answering=True)
@@ -283,12 +262,7 @@ class RosEnv:
             self._running[i] = False
             self._lost[i] = False
             terminated[i], rewards[i] = True, 0.0
-            infos[i] = {
-                "worker_failed": True,
-                "executed_steps": 0,
-                "success": False,
-                "active": bool(active[i]),
-            }
+            infos[i] = lost_episode_info(bool(active[i]))
         return self._observation(render), rewards, terminated, truncated, infos
 
     def close(self) -> None:

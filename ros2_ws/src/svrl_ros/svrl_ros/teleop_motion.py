@@ -29,6 +29,7 @@ import numpy as np
 from svrl_ros.safety_filter import DEFAULT_WORKSPACE_MAX, DEFAULT_WORKSPACE_MIN
 from svrl_sim import robot
 from svrl_sim.kinematics import MAX_ANGULAR_SPEED, MAX_LINEAR_SPEED
+from svrl_sim.scene_spec import quat_mul as quaternion_multiply  # the one Hamilton product (w, x, y, z)
 
 GRIPPER_OPEN, GRIPPER_CLOSED = -1.0, 1.0
 WORKSPACE_MARGIN = 0.01  # m kept inside the safety filter's box
@@ -42,20 +43,6 @@ def normalized_quaternion(q: np.ndarray) -> np.ndarray:
     if q.shape != (4,) or not np.isfinite(q).all() or n < 1e-9:
         raise ValueError(f"not a usable quaternion (w, x, y, z): {q.tolist()}")
     return q / n
-
-
-def quaternion_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamilton product a * b of (w, x, y, z) quaternions."""
-    aw, ax, ay, az = a
-    bw, bx, by, bz = b
-    return np.array(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ]
-    )
 
 
 def rotation_vector(target: np.ndarray, current: np.ndarray) -> np.ndarray:

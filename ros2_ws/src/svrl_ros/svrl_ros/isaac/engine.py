@@ -11,7 +11,9 @@ svrl_sim and runs unchanged here:
 - an `ee_delta` action -> joint targets: `svrl_sim.kinematics.ArmKinematics` on the robot-only model, from
   the measured joints (what `arm_controller` does on a real arm);
 - success: `svrl_sim.goals.task_success` on a `PoseState` (plain poses, drawer travel, button depth,
-  finger contacts) the engine reports; reward 1.0 on the step of first success, the horizon in control steps.
+  finger contacts) the engine reports; reward 1.0 on the step of first success, the horizon in control steps;
+- action checks, stepping, truncation and the episode's bookkeeping: `svrl_sim.episode.EpisodeRules`, the
+  code SimEnv itself runs (BridgeEnv only says how to load a scene, actuate and read the success state).
 
 `MujocoEngine` is the embedded simulator behind the Engine interface: the tests run BridgeEnv on it and check
 it reproduces SimEnv step for step, and `isaac_bridge --engine mujoco` runs the bridge's whole code path on a
@@ -21,7 +23,7 @@ CPU. An Isaac Sim engine (isaac_bridge.IsaacEngine) is the only part that needs 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -29,9 +31,11 @@ import numpy as np
 from svrl_sim import robot
 from svrl_sim import scene_spec as spec_lib
 from svrl_sim.constants import ACTION_DIMS, CAMERAS, DEFAULT_CONTROL_HZ, DEFAULT_IMAGE_SIZE
-from svrl_sim.goals import PoseState, task_success
+from svrl_sim.episode import EpisodeNotRunningError as EpisodeNotRunningError  # BridgeEnv raises it
+from svrl_sim.episode import EpisodeRules, check_env_config
+from svrl_sim.goals import PoseState
 from svrl_sim.scene_spec import PHYSICS_DT, CameraSpec, SceneSpec, quat_to_mat, scene_spec
-from svrl_sim.tasks import InitState, Task, as_init_state, get_task
+from svrl_sim.tasks import InitState, Task
 
 JOINT_NAMES: tuple[str, ...] = (*robot.ARM_JOINTS, *robot.FINGER_JOINTS)  # the order joint arrays use here
 
@@ -58,10 +62,6 @@ class Engine(Protocol):
         """uint8[H, W, 3] images of these cameras for the current state (row 0 = top of the image)."""
 
     def close(self) -> None: ...
-
-
-class EpisodeNotRunningError(RuntimeError):
-    """A step before any reset, or an action step after the episode ended."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -99,8 +99,9 @@ class _CameraIndex:
 # ----------------------------------------------------------------------------------------------------------
 
 
-class BridgeEnv:
-    """SimEnv's episode rules on an `Engine` (the subset of SimEnv's interface `sim_node` uses)."""
+class BridgeEnv(EpisodeRules):
+    """SimEnv's episode rules (`svrl_sim.episode.EpisodeRules`, the same code) on an `Engine`: the subset of
+    SimEnv's interface `sim_node` uses."""
 
     def __init__(
         self,
@@ -110,16 +111,7 @@ class BridgeEnv:
         control_hz: float = DEFAULT_CONTROL_HZ,
         cameras: tuple[str, ...] = CAMERAS,
     ) -> None:
-        if not isinstance(image_size, (int, np.integer)) or not 16 <= int(image_size) <= 1024:
-            raise ValueError(f"image_size must be an int in [16, 1024], got {image_size!r}")
-        if action_space not in ACTION_DIMS:
-            raise ValueError(f"action_space {action_space!r} is not one of {sorted(ACTION_DIMS)}")
-        substeps = 1.0 / (float(control_hz) * PHYSICS_DT)
-        if not 1 <= round(substeps) <= 1000 or abs(substeps - round(substeps)) > 1e-6:
-            raise ValueError(f"control_hz={control_hz} must divide the {1 / PHYSICS_DT:.0f} Hz physics rate")
-        unknown = [c for c in cameras if c not in CAMERAS]
-        if unknown or not cameras:
-            raise ValueError(f"cameras {unknown or cameras!r} must be a non-empty subset of {CAMERAS}")
+        check_env_config(image_size, action_space, control_hz, cameras, PHYSICS_DT)
         from svrl_sim.kinematics import ArmKinematics  # mujoco, on the robot-only model
 
         self.engine = engine
@@ -133,63 +125,19 @@ class BridgeEnv:
         specs = [c for c in spec_lib.cameras(self.image_size) if c.name in self.cameras]
         self.model, self.data, self.index = _JointModel(specs), _JointData(), _CameraIndex(specs)
 
-        self.task: Task | None = None
-        self.init_state: InitState | None = None
         self.spec: SceneSpec | None = None
         self._names: tuple[str, ...] = ()
-        self._start: dict[str, np.ndarray] = {}
-        self._steps = 0
-        self._running = False
-        self._succeeded = False
+        self._clear_episode()
 
     # ------------------------------------------------------------------------------------------ episode
-    def reset(
-        self, task: str | Task, init_state: InitState | tuple[str, int], *, render: bool = True
-    ) -> tuple[Observation, dict[str, Any]]:
-        """Start an episode from a fixed init state. Bad names / indices raise before anything changes."""
-        t = get_task(task)
-        ref = as_init_state(init_state)
+    def _load(self, t: Task, ref: InitState) -> dict[str, np.ndarray]:
+        """The engine loads the scene spec of this init state (`reset`, svrl_sim.episode)."""
         spec = scene_spec(t, ref, image_size=self.image_size, control_hz=self.control_hz)
         self.engine.load(spec)
         self._sync()
-        self.task, self.init_state, self.spec = t, ref, spec
+        self.spec = spec
         self._names = tuple(sorted(t.objects))
-        self._start = {o.name: np.asarray(o.pos, dtype=float) for o in spec.active_objects}
-        self._steps = 0
-        self._running = True
-        self._succeeded = False
-        return self._observe(render), self._info(executed=0)
-
-    def step(self, action: np.ndarray, render: bool = True) -> tuple[Observation, float, bool, bool, dict]:
-        """One control step (SimEnv.step)."""
-        a = self._check_actions(action, chunk=False)
-        return self._run_steps(1, lambda _i: self._apply(a), render)
-
-    def step_chunk(
-        self, actions: np.ndarray, render: bool = True
-    ) -> tuple[Observation, float, bool, bool, dict]:
-        """Up to K control steps, stopping early at success or the horizon (SimEnv.step_chunk)."""
-        a = self._check_actions(actions, chunk=True)
-        return self._run_steps(len(a), lambda i: self._apply(a[i]), render)
-
-    def step_command(
-        self, arm_target: np.ndarray, finger_target: float, render: bool = True
-    ) -> tuple[Observation, float, bool, bool, dict]:
-        """One control period holding joint position targets; after the episode ended the physics goes on
-        with the bookkeeping frozen (SimEnv.step_command)."""
-        self._require_task()
-        q = np.asarray(arm_target, dtype=np.float64)
-        if q.shape != (7,) or not np.isfinite(q).all():
-            raise ValueError(f"arm_target must be 7 finite joint positions (rad), got {arm_target!r}")
-        f = float(finger_target)
-        if not math.isfinite(f):
-            raise ValueError(f"finger_target must be finite (m), got {finger_target!r}")
-        q = np.clip(q, self.kinematics.lower, self.kinematics.upper)
-        f = float(np.clip(f, 0.0, robot.FINGER_OPEN))
-        if not self._running:
-            self._actuate(q, f)
-            return self._observe(render), 0.0, False, False, self._info(executed=1)
-        return self._run_steps(1, lambda _i: self._actuate(q, f), render)
+        return {o.name: np.asarray(o.pos, dtype=float) for o in spec.active_objects}
 
     def render(self) -> dict[str, np.ndarray]:
         images = self.engine.render(self.cameras)
@@ -207,88 +155,19 @@ class BridgeEnv:
     def pose_state(self) -> PoseState:
         return self.engine.pose_state(self._names)
 
-    def success(self) -> bool:
-        self._require_task()
-        assert self.task is not None
-        return task_success(self.task, self.pose_state(), self._start)
-
-    @property
-    def instruction(self) -> str:
-        self._require_task()
-        assert self.task is not None
-        return self.task.instruction
-
-    @property
-    def step_count(self) -> int:
-        return self._steps
-
     @property
     def max_steps(self) -> int:
         self._require_task()
         assert self.spec is not None
         return self.spec.max_steps
 
-    @property
-    def episode_running(self) -> bool:
-        return self._running
-
     def close(self) -> None:
         self._running = False
         self.engine.close()
 
     # ------------------------------------------------------------------------------------------ internals
-    def _require_task(self) -> None:
-        if self.task is None:
-            raise EpisodeNotRunningError("no episode: call reset(task, init_state) first")
-
-    def _check_actions(self, actions: Any, chunk: bool) -> np.ndarray:
-        """Shape and finiteness first: nothing reaches the engine on bad data."""
-        try:
-            a = np.asarray(actions, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"action is not numeric: {exc}") from None
-        want = f"[K, {self.action_dim}]" if chunk else f"[{self.action_dim}]"
-        if (chunk and (a.ndim != 2 or a.shape[1] != self.action_dim or a.shape[0] < 1)) or (
-            not chunk and a.shape != (self.action_dim,)
-        ):
-            raise ValueError(
-                f"{self.action_space} action must have shape {want} (K >= 1), got {tuple(a.shape)}"
-            )
-        if not np.isfinite(a).all():
-            where = np.argwhere(~np.isfinite(a))[0].tolist()
-            raise ValueError(f"action contains NaN or inf (first at index {where}); nothing was executed")
-        self._require_task()
-        if not self._running:
-            raise EpisodeNotRunningError(f"the episode of {self.task.name!r} has ended; call reset() first")  # type: ignore[union-attr]
-        return a
-
-    def _run_steps(
-        self, count: int, apply_step: Callable[[int], None], render: bool
-    ) -> tuple[Observation, float, bool, bool, dict]:
-        assert self.task is not None
-        reward, terminated, truncated, executed = 0.0, False, False, 0
-        for i in range(count):
-            apply_step(i)
-            executed += 1
-            self._steps += 1
-            if task_success(self.task, self.pose_state(), self._start):
-                reward, terminated = 1.0, True
-                self._succeeded = True
-            elif self._steps >= self.max_steps:
-                truncated = True
-            if terminated or truncated:
-                self._running = False
-                break
-        return self._observe(render), reward, terminated, truncated, self._info(executed)
-
-    def _apply(self, a: np.ndarray) -> None:
-        from svrl_sim.kinematics import finger_position
-
-        if self.action_space == "ee_delta":
-            q_target = self.kinematics.ee_delta_target(a[:3], a[3:6], self.control_dt)
-        else:
-            q_target = self.kinematics.joint_position_target(a, self.control_dt)
-        self._actuate(q_target, finger_position(a[-1]))
+    def _success_state(self) -> PoseState:
+        return self.pose_state()
 
     def _actuate(self, arm_target: np.ndarray, finger_target: float) -> None:
         self.engine.actuate(np.asarray(arm_target, dtype=np.float64), float(finger_target))
@@ -308,23 +187,6 @@ class BridgeEnv:
             )
         self.data.qpos[:], self.data.qvel[:] = q, qd
         self.kinematics.set_joint_positions(q[:7], q[7:])
-
-    def _observe(self, render: bool) -> Observation:
-        assert self.task is not None
-        obs: Observation = {"proprio": self.proprio(), "instruction": self.task.instruction}
-        if render:
-            obs["images"] = self.render()
-        return obs
-
-    def _info(self, executed: int) -> dict[str, Any]:
-        assert self.task is not None
-        return {
-            "task": self.task.name,
-            "init_state": self.init_state,
-            "step": self._steps,
-            "executed_steps": executed,
-            "success": self._succeeded,
-        }
 
 
 # ----------------------------------------------------------------------------------------------------------
