@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from multiprocessing.connection import Connection, wait
 from multiprocessing.shared_memory import SharedMemory
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -228,6 +228,27 @@ def lost_episode_info(active: bool) -> dict[str, Any]:
     return {"worker_failed": True, "executed_steps": 0, "success": False, "active": active}
 
 
+_Closing = TypeVar("_Closing", bound="ClosedOnExit")
+
+
+class ClosedOnExit:
+    """`with env:`, and garbage collection as a last resort, close a batched env (VectorEnv, RosEnv): the
+    processes and shared memory it owns never outlive it."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _Closing) -> _Closing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
 # ------------------------------------------------------------------------------------------------ parent side
 @contextlib.contextmanager
 def _child_environment(extra: dict[str, str]) -> Iterator[None]:
@@ -253,7 +274,7 @@ class _Worker:
         self.conn: Connection | None = None
 
 
-class VectorEnv:
+class VectorEnv(ClosedOnExit):
     """`num_envs` envs spread over `num_workers` processes, stepped as one batch.
 
     The envs are svrl_sim's `SimEnv`s unless `env_factory` says otherwise (e.g. LIBERO's, in its own
@@ -435,16 +456,6 @@ class VectorEnv:
             with contextlib.suppress(FileNotFoundError):
                 seg.unlink()
         self._segments = {}
-
-    def __enter__(self) -> VectorEnv:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
 
     # --------------------------------------------------------------------------------------------- internals
     def _check_open(self) -> None:

@@ -46,6 +46,14 @@ import numpy as np
 
 from svrl_ros import topics
 from svrl_ros.child_process import log_tail, spawn_python, stop_process
+from svrl_sim.vector_env import (
+    ClosedOnExit,
+    WorkerFailedWarning,
+    check_chunk,
+    check_reset_ids,
+    empty_step_results,
+    lost_episode_info,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +82,7 @@ class InstanceLostError(RuntimeError):
     """A sim instance died or stopped answering."""
 
 
-class RosEnv:
+class RosEnv(ClosedOnExit):
     """`num_envs` sim_node instances over ROS 2, stepped as one lock-step batch (see the module docstring).
 
     Batched observations as VectorEnv's: {"images": {cam: uint8[N, H, W, 3]}, "proprio": float32[N, 15],
@@ -173,7 +181,6 @@ class RosEnv:
         from svrl_interfaces.srv import ResetEpisode
 
         from svrl_sim.tasks import as_init_state, get_task, scene_init
-        from svrl_sim.vector_env import check_reset_ids
 
         self._check_open()
         ids = check_reset_ids(self.num_envs, specs, env_ids)
@@ -236,8 +243,6 @@ class RosEnv:
     ) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
         """`VectorEnv.step_chunk` (same arguments, checks and results) on the sim instances: an env whose
         instance was lost reports its episode failed once (`info["worker_failed"]`), as a dead worker's."""
-        from svrl_sim.vector_env import check_chunk, empty_step_results, lost_episode_info
-
         self._check_open()
         # A lost env may be named once more: that step reports its episode lost, as VectorEnv does.
         a, active = check_chunk(
@@ -288,16 +293,6 @@ class RosEnv:
             rclpy.try_shutdown(context=self._context)
         if self._own_log_dir:
             shutil.rmtree(self.log_dir, ignore_errors=True)
-
-    def __enter__(self) -> RosEnv:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
 
     # --------------------------------------------------------------------------------------------- ROS side
     def _start_ros(self) -> None:
@@ -371,8 +366,6 @@ class RosEnv:
         """Report a lost episode (as VectorEnv reports a dead worker's). An instance that stopped answering
         is marked down (a spawned one is stopped, to be restarted at the next reset); one that answers but
         no longer runs our episode (`answering`: something else stepped it) stays up: a reset fixes it."""
-        from svrl_sim.vector_env import WorkerFailedWarning
-
         inst.stamp_ns = None
         self._running[inst.index] = False
         self._lost[inst.index] = True
