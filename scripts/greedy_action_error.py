@@ -1,0 +1,52 @@
+"""How far a checkpoint's greedy actions are from the expert's, on frames of a demonstration dataset.
+
+A continuous check of a behaviour-cloned base that answers long before task success does: if the error of the
+first action of a chunk is as large as the action itself, the policy has not learned where to go.
+
+    .venv/bin/python scripts/greedy_action_error.py --ckpt runs/base_v3/ckpt2000 --data runs/base_v3/data/pretrain
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from svrl_policy.dataset import LeRobotDataset
+from svrl_policy.policy import Policy
+from svrl_trainer.sft import DemoFrames
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--frames", type=int, default=256, help="frames drawn at random (seed 0)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    policy = Policy.from_pretrained(args.ckpt).eval()
+    demos = DemoFrames([LeRobotDataset(args.data)], policy.config.chunk_len)
+    frames = np.random.default_rng(0).integers(0, len(demos), args.frames)
+    targets = demos.targets[frames].reshape(len(frames), policy.config.chunk_len, -1)
+    predicted = np.concatenate(
+        [
+            policy.sample(demos.observations(frames[i : i + 32]), 0.0).actions
+            for i in range(0, len(frames), 32)
+        ]
+    )
+    error = np.abs(predicted - targets)
+    print(f"{args.ckpt} on {len(frames)} frames of {args.data}")
+
+    def mm(values: np.ndarray) -> str:
+        return " ".join(f"{v * 1000:.2f}" for v in values)
+
+    print(f"  first action |error| x y z (mm): {mm(error[:, 0, :3].mean(0))}")
+    print(f"  first action |target| x y z (mm): {mm(np.abs(targets[:, 0, :3]).mean(0))}")
+    print(f"  first action |error| yaw (mrad): {error[:, 0, 5].mean() * 1000:.1f}")
+    print(f"  gripper sign wrong, whole chunk: {(error[:, :, 6] > 1).mean():.3f}")
+
+
+if __name__ == "__main__":
+    main()
