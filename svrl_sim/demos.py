@@ -59,19 +59,26 @@ def action_noise(
     return lambda: rng.normal(0.0, 1.0, action_dim) * std
 
 
+def check_demo_noise(noise: float, action_space: str) -> None:
+    """Refuse a noise level before any dataset folder or worker exists."""
+    if not (np.isfinite(noise) and 0.0 <= noise <= 0.02):
+        raise ValueError(f"noise={noise} m: must be in [0, 0.02] (larger swamps the expert's own steps)")
+    if noise and action_space != "ee_delta":
+        raise ValueError("demo noise is defined for the ee_delta action space only")
+
+
 def record_episodes(
     task: str, split: str, indices: list[int], image_size: int, action_space: str, noise: float = 0.0
 ) -> list[tuple[int, dict[str, Any] | None]]:
     """Expert episodes from the given init states: (index, arrays) or (index, None) when it failed."""
     from svrl_sim.tasks import InitState
 
+    check_demo_noise(noise, action_space)
     env = _worker_env(image_size, action_space)
     out: list[tuple[int, dict[str, Any] | None]] = []
-    if noise and action_space != "ee_delta":
-        raise ValueError("demo noise is defined for the ee_delta action space only")
     for index in indices:
         obs, _ = env.reset(task, InitState(split, index))
-        perturb = action_noise(task, split, index, noise, 7) if noise else None
+        perturb = action_noise(task, split, index, noise, env.action_dim) if noise else None
         frames: dict[str, list[np.ndarray]] = {c: [] for c in env.cameras}
         proprio, actions = [], []
         terminated = truncated = False
@@ -139,8 +146,7 @@ def write_demos(
 
     if per_task < 1:
         raise ValueError(f"per_task must be >= 1, got {per_task}")
-    if not (np.isfinite(noise) and 0.0 <= noise <= 0.02):
-        raise ValueError(f"noise={noise} m: must be in [0, 0.02] (larger swamps the expert's own steps)")
+    check_demo_noise(noise, action_space)
     tasks = [get_task(t).name for t in task_names]
     n_states = num_init_states(split)
     if per_task > n_states:

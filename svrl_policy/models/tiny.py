@@ -48,8 +48,12 @@ class ConvStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(final features (N, width, S/p, S/p), stride-4 features (N, c0, S/4, S/4))."""
-        fine = self.net[1](self.net[0](x))
-        return self.net[2:](fine), fine
+        fine = x
+        for i, layer in enumerate(self.net):  # one pass; the first conv + GELU give the stride-4 map
+            x = layer(x)
+            if i == 1:
+                fine = x
+        return x, fine
 
 
 class SpatialSoftmax(nn.Module):
@@ -120,10 +124,10 @@ class TinyVLA(nn.Module):
         self.stem = ConvStem(d, config.patch_size)
         self.patch_pos = nn.Parameter(torch.zeros(n_patch, d))
         self.camera_emb = nn.Parameter(torch.zeros(n_cam, d))
-        vocab = (
-            ByteTokenizer.vocab_size if config.tokenizer == "byte" else WORD_BUCKETS + WordTokenizer.OFFSET
+        tokenizer = (
+            ByteTokenizer if config.tokenizer == "byte" else WordTokenizer(config.max_text_len, WORD_BUCKETS)
         )
-        self.text_emb = nn.Embedding(vocab, d)
+        self.text_emb = nn.Embedding(tokenizer.vocab_size, d)
         self.keypoints = (
             SpatialSoftmax(self.stem.first_channels, config.keypoints, config.image_size // 4)
             if config.keypoints
