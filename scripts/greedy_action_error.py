@@ -1,7 +1,9 @@
 """How far a checkpoint's greedy actions are from the expert's, on frames of a demonstration dataset.
 
 A continuous check of a behaviour-cloned base that answers long before task success does: if the error of the
-first action of a chunk is as large as the action itself, the policy has not learned where to go.
+first action of a chunk is as large as the action itself, the policy has not learned where to go. For a
+checkpoint with an auxiliary focus head (`--aux-weight`) on data with focus.* columns, it also prints how far
+the head's estimate of the object and target offsets is from the truth.
 
     .venv/bin/python scripts/greedy_action_error.py --ckpt runs/base_v3/ckpt2000 --data runs/base_v3/data/pretrain
 """
@@ -15,7 +17,7 @@ import torch
 
 from svrl_policy.dataset import LeRobotDataset
 from svrl_policy.policy import Policy
-from svrl_trainer.sft import DemoFrames
+from svrl_trainer.sft import AUX_SCALE_M, DemoFrames
 
 
 def main() -> None:
@@ -46,6 +48,17 @@ def main() -> None:
     print(f"  first action |target| x y z (mm): {mm(np.abs(targets[:, 0, :3]).mean(0))}")
     print(f"  first action |error| yaw (mrad): {error[:, 0, 5].mean() * 1000:.1f}")
     print(f"  gripper sign wrong, whole chunk: {(error[:, :, 6] > 1).mean():.3f}")
+    if policy.config.aux_dim and demos.focus is not None:
+        estimates = []
+        with torch.no_grad():
+            for i in range(0, len(frames), 32):
+                inputs = policy.preprocess(demos.observations(frames[i : i + 32]), train=False)
+                estimates.append(policy.model(**inputs, with_aux=True)[1].float().numpy() * AUX_SCALE_M)
+        truth = demos.focus[frames]
+        focus_error = np.abs(np.concatenate(estimates) - truth)
+        print(f"  focus object |error| x y z (mm): {mm(focus_error[:, :3].mean(0))}")
+        print(f"  focus object |offset| x y z (mm): {mm(np.abs(truth[:, :3]).mean(0))}")
+        print(f"  focus target |error| x y z (mm): {mm(focus_error[:, 3:].mean(0))}")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,9 @@ class PolicyConfig:
     patch_size: int = 16  # conv stem stride: image_size / patch_size patches per side
     dropout: float = 0.0
     keypoints: int = 0  # spatial-softmax keypoints per camera, each one token (0: patch tokens only)
+    # Outputs of an auxiliary head trained on privileged simulator state (SFT `aux_weight`); read by the
+    # training loss only, never by acting, so serving and export ignore it. 0: no head.
+    aux_dim: int = 0
 
     # --- hf_vla backbone (transformers configs as plain dicts, so no download is needed to rebuild) ---
     vision_config: dict[str, Any] | None = None  # SiglipVisionConfig kwargs
@@ -148,6 +151,8 @@ class PolicyConfig:
                 fail("tokenizer", "the tiny architecture uses an offline tokenizer: 'byte' or 'word'")
             if self.keypoints < 0:
                 fail("keypoints", "must be >= 0 (0: no keypoint tokens)")
+            if self.aux_dim < 0:
+                fail("aux_dim", "must be >= 0 (0: no auxiliary head)")
             patch = self.patch_size
             if patch < 4 or patch & (patch - 1):
                 fail("patch_size", "must be a power of two >= 4 (conv stem = 4x4 then 2x2 stages)")
@@ -160,6 +165,8 @@ class PolicyConfig:
             if self.mlp_ratio <= 0:
                 fail("mlp_ratio", "must be > 0")
         else:
+            if self.aux_dim:
+                fail("aux_dim", "the auxiliary head exists in the tiny architecture only")
             if self.vision_config is None or self.text_config is None:
                 fail("vision_config", "hf_vla needs both vision_config and text_config dicts")
             if "model_type" not in self.text_config:

@@ -50,3 +50,12 @@ LEROBOT_ACTION = "action"
 def lerobot_image_key(camera: str) -> str:
     """`observation.images.<camera>`, the LeRobot feature key of a camera."""
     return f"{LEROBOT_IMAGE_PREFIX}{camera}"
+
+
+# Privileged per-frame columns that simulated demos carry (svrl_sim.demos): the scripted expert's current
+# object and target relative to the gripper (m, world axes). Only `svrl pretrain/sft --aux-weight` reads
+# them, as the target of the policy's auxiliary head; a dataset without them trains without that loss.
+FOCUS_FEATURES: tuple[str, ...] = (
+    *(f"focus.object_d{a}" for a in "xyz"),
+    *(f"focus.target_d{a}" for a in "xyz"),
+)

@@ -5,7 +5,9 @@ expert fails from an init state, the next unused state of the same split is trie
 `per_task` demos unless the split runs out. Episodes are recorded in worker processes (rendering dominates)
 and written in a fixed order by this process, so the same command writes the same dataset.
 
-Frame t of an episode holds the observation the expert acted on and the action it took.
+Frame t of an episode holds the observation the expert acted on and the action it took, and (columns
+`focus.*`) where the object and target of the expert's current skill were relative to the gripper: privileged
+state a simulator knows for free, which `svrl pretrain --aux-weight` uses to teach localisation.
 
 `noise` (DART, Laskey et al. 2017): the arm executes the expert's action plus Gaussian noise, while the frame
 records the expert's clean action. Noise-free demos only show states on the expert's own path, so a cloned
@@ -71,6 +73,7 @@ def record_episodes(
     task: str, split: str, indices: list[int], image_size: int, action_space: str, noise: float = 0.0
 ) -> list[tuple[int, dict[str, Any] | None]]:
     """Expert episodes from the given init states: (index, arrays) or (index, None) when it failed."""
+    from svrl_policy.features import FOCUS_FEATURES
     from svrl_sim.tasks import InitState
 
     check_demo_noise(noise, action_space)
@@ -80,7 +83,7 @@ def record_episodes(
         obs, _ = env.reset(task, InitState(split, index))
         perturb = action_noise(task, split, index, noise, env.action_dim) if noise else None
         frames: dict[str, list[np.ndarray]] = {c: [] for c in env.cameras}
-        proprio, actions = [], []
+        proprio, actions, focus = [], [], []
         terminated = truncated = False
         while not (terminated or truncated):
             action = env.expert_action()
@@ -88,6 +91,7 @@ def record_episodes(
                 frames[c].append(obs["images"][c])
             proprio.append(obs["proprio"])
             actions.append(action)
+            focus.append(env.expert_focus())
             executed = action if perturb is None else action + perturb().astype(action.dtype)
             obs, _, terminated, truncated, _ = env.step(executed)
         if not terminated:
@@ -100,6 +104,7 @@ def record_episodes(
                     "images": {c: np.stack(v) for c, v in frames.items()},
                     "proprio": np.stack(proprio).astype(np.float32),
                     "actions": np.stack(actions).astype(np.float32),
+                    "extra": dict(zip(FOCUS_FEATURES, np.stack(focus).T, strict=True)),
                 },
             )
         )
@@ -140,6 +145,7 @@ def write_demos(
 
     `noise` > 0: DART noise (metres, standard deviation) on the executed translation, see the module doc."""
     from svrl_policy.dataset import DatasetWriter  # the dataset format belongs to svrl_policy
+    from svrl_policy.features import FOCUS_FEATURES
     from svrl_sim.constants import ACTION_DIMS, CAMERAS, DEFAULT_CONTROL_HZ
     from svrl_sim.rendering import ensure_gl_backend
     from svrl_sim.tasks import get_task, num_init_states
@@ -194,6 +200,7 @@ def write_demos(
             action_dim=ACTION_DIMS[action_space],
             action_space=action_space,
             overwrite=overwrite,
+            extra_features=dict.fromkeys(FOCUS_FEATURES, "float32"),
         ) as writer:
             jobs = [job for t in tasks for job in _jobs(t, 0, per_task)]
             while jobs:

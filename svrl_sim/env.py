@@ -127,6 +127,12 @@ class SimEnv(EpisodeRules):
         q_target = self.kinematics.ee_delta_target(a[:3], a[3:6], self.control_dt)
         return np.concatenate([q_target, a[6:7]]).astype(np.float32)
 
+    def expert_focus(self) -> np.ndarray:
+        """The expert's current object and target relative to the gripper (`ScriptedExpert.focus_offsets`)."""
+        self._require_running()
+        assert self._expert is not None
+        return self._expert.focus_offsets(self.view).astype(np.float32)
+
     def render(self) -> dict[str, np.ndarray]:
         """Images of every configured camera for the current state (uint8 HxWx3)."""
         if self._renderer is None:

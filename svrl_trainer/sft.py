@@ -34,7 +34,13 @@ from svrl_policy.checkpoint import load_components
 from svrl_policy.codec import ActionCodec
 from svrl_policy.config import PolicyConfig, get_preset
 from svrl_policy.dataset import LeRobotDataset
-from svrl_policy.features import ACTION_SPACE_EE_DELTA, OBS_IMAGES, OBS_INSTRUCTION, OBS_PROPRIO
+from svrl_policy.features import (
+    ACTION_SPACE_EE_DELTA,
+    FOCUS_FEATURES,
+    OBS_IMAGES,
+    OBS_INSTRUCTION,
+    OBS_PROPRIO,
+)
 from svrl_policy.policy import Policy, build_tokenizer
 from svrl_policy.preprocess import ProprioStats
 from svrl_trainer.sft_state import SFTProgress, prepare_output, restore_generators, write_state
@@ -42,6 +48,7 @@ from svrl_trainer.sft_state import SFTProgress, prepare_output, restore_generato
 log = logging.getLogger(__name__)
 
 _DECODE_ALL_BYTES = 2 << 30  # datasets whose decoded frames fit in 2 GB are decoded once, up front
+AUX_SCALE_M = 0.1  # focus offsets are regressed in units of 10 cm: O(1) numbers across the table
 
 
 @dataclass
@@ -59,6 +66,7 @@ class SFTConfig:
     min_lr_frac: float = 0.1  # cosine decays to lr * min_lr_frac
     grad_clip: float = 1.0
     label_sigma: float = 0.0  # > 0: soft ordinal targets, a Gaussian of this width (in bins) around the label
+    aux_weight: float = 0.0  # > 0: also regress the auxiliary head onto the data's `focus.*` columns
     augment: bool = True
     seed: int = 0
     threads: int | None = None
@@ -86,6 +94,8 @@ class SFTConfig:
             raise ValueError(f"SFTConfig.label_sigma = {self.label_sigma}: must be in [0, 64] bins")
         if not self.data:
             raise ValueError("SFTConfig.data: give at least one dataset directory")
+        if not 0.0 <= self.aux_weight <= 100.0 or not math.isfinite(self.aux_weight):
+            raise ValueError(f"SFTConfig.aux_weight = {self.aux_weight}: must be in [0, 100]")
 
 
 @dataclass
@@ -162,6 +172,13 @@ class DemoFrames:
             ]
         )
         self.instructions = [ds.tasks[int(t)] for ds in datasets for t in ds.task_index]
+        # (N, 6) privileged focus offsets (svrl_policy.features.FOCUS_FEATURES), when every dataset has them
+        has_focus = all(all(f in ds.extra for f in FOCUS_FEATURES) for ds in datasets)
+        self.focus = (
+            np.concatenate([np.stack([ds.extra[f] for f in FOCUS_FEATURES], axis=1) for ds in datasets])
+            if has_focus
+            else None
+        )
         n_bytes = len(self) * len(self.camera_names) * int(np.prod(first.image_shape)) * 3
         self._images: dict[str, np.ndarray] | None = None
         if n_bytes <= _DECODE_ALL_BYTES:
@@ -209,6 +226,8 @@ def build_policy(cfg: SFTConfig, demos: DemoFrames) -> Policy:
         log.info("initialised from %s (codec and proprio statistics kept)", cfg.init)
     else:
         config = get_preset(cfg.preset, **cfg.preset_overrides)
+        if cfg.aux_weight:
+            config = config.replace(aux_dim=len(FOCUS_FEATURES))
         config = _align_config_with_data(config, demos)
         codec = ActionCodec.fit(
             demos.actions,
@@ -234,7 +253,23 @@ def build_policy(cfg: SFTConfig, demos: DemoFrames) -> Policy:
             len(demos),
         )
     _check_compatible(policy.config, demos)
+    _check_aux(cfg, policy.config, demos)
     return policy
+
+
+def _check_aux(cfg: SFTConfig, config: PolicyConfig, demos: DemoFrames) -> None:
+    if not cfg.aux_weight:
+        return
+    if demos.focus is None:
+        raise ValueError(
+            f"aux_weight={cfg.aux_weight} needs the {', '.join(FOCUS_FEATURES)} columns in every dataset "
+            "(`svrl demos` records them); these datasets lack them: pass --aux-weight 0"
+        )
+    if config.aux_dim != len(FOCUS_FEATURES):
+        raise ValueError(
+            f"aux_weight={cfg.aux_weight} needs a policy with an auxiliary head of {len(FOCUS_FEATURES)} outputs; "
+            f"this one has aux_dim={config.aux_dim} (a fresh policy gets one; --init keeps its checkpoint's)"
+        )
 
 
 def _align_config_with_data(config: PolicyConfig, demos: DemoFrames) -> PolicyConfig:
@@ -318,6 +353,7 @@ def train_sft(cfg: SFTConfig) -> SFTResult:
     else:
         policy = Policy.from_pretrained(cfg.out, device=cfg.device)
         _check_compatible(policy.config, demos)
+        _check_aux(cfg, policy.config, demos)
         progress = resume.progress
     targets = policy.codec.tokenize(demos.targets).reshape(len(demos), -1)  # (N, K*D) int64
     optimizer = make_optimizer(policy.model, cfg)
@@ -333,6 +369,7 @@ def train_sft(cfg: SFTConfig) -> SFTResult:
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
         "lr": cfg.lr,
+        "aux_weight": cfg.aux_weight,
     }
 
     def save(final: bool) -> Path:
@@ -357,9 +394,16 @@ def train_sft(cfg: SFTConfig) -> SFTResult:
         frames = rng.integers(0, len(demos), cfg.batch_size)
         inputs = policy.preprocess(demos.observations(frames), train=cfg.augment, generator=gen)
         tokens = torch.from_numpy(targets[frames]).to(policy.device)  # (B, K*D)
-        logits = policy(inputs)  # (B, K*D, num_bins)
+        if cfg.aux_weight:
+            logits, aux = policy.model(**inputs, with_aux=True)
+            focus = torch.from_numpy(demos.focus[frames]).to(aux.device)
+            aux_loss = F.smooth_l1_loss(aux.float(), focus / AUX_SCALE_M)
+        else:
+            logits, aux_loss = policy(inputs), None  # (B, K*D, num_bins)
         hard_ce = F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
         loss = hard_ce if soft_targets is None else soft_cross_entropy(logits, soft_targets[tokens])
+        if aux_loss is not None:
+            loss = loss + cfg.aux_weight * aux_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.model.parameters(), cfg.grad_clip)
@@ -370,6 +414,8 @@ def train_sft(cfg: SFTConfig) -> SFTResult:
             hard_ce.item()
         )  # logged as hard CE whatever the objective: comparable across runs
         progress.run_acc += (logits.detach().argmax(-1) == tokens).float().mean().item()
+        if aux_loss is not None:
+            progress.run_aux += aux_loss.item()
         progress.run_n += 1
         if bar is not None:
             bar.update(1)
@@ -377,12 +423,16 @@ def train_sft(cfg: SFTConfig) -> SFTResult:
         if (step + 1) % cfg.log_every == 0 or step == 0 or step + 1 == cfg.steps:
             entry = {"step": step + 1, "loss": progress.run_loss / progress.run_n,
                      "token_acc": progress.run_acc / progress.run_n, "lr": lr}  # fmt: skip
+            aux_note = ""
+            if aux_loss is not None:
+                entry["aux"] = progress.run_aux / progress.run_n
+                aux_note = f"  loss/aux {entry['aux']:.4f}"
             progress.history.append(entry)
             log.info(
-                "step %d/%d  loss/ce %.4f  loss/token_acc %.3f  lr %.2e  perf/steps_per_s %.2f",
-                step + 1, cfg.steps, entry["loss"], entry["token_acc"], lr, (step + 1 - start) / (time.perf_counter() - t0),
+                "step %d/%d  loss/ce %.4f  loss/token_acc %.3f%s  lr %.2e  perf/steps_per_s %.2f",
+                step + 1, cfg.steps, entry["loss"], entry["token_acc"], aux_note, lr, (step + 1 - start) / (time.perf_counter() - t0),
             )  # fmt: skip
-            progress.run_loss = progress.run_acc = 0.0
+            progress.run_loss = progress.run_acc = progress.run_aux = 0.0
             progress.run_n = 0
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
             save(final=False)

@@ -38,6 +38,14 @@ def _add_training_args(p: argparse.ArgumentParser, *, steps: int, batch_size: in
         "(default 0: hard labels, as the paper)",
     )
     p.add_argument(
+        "--aux-weight",
+        type=float,
+        default=None,
+        help="also train an auxiliary head to predict where the named object and its target are, from "
+        "the privileged focus.* columns simulated demos carry; this weight times its smooth-L1 loss is "
+        "added to the cross-entropy (default 0: off, as the paper)",
+    )
+    p.add_argument(
         "--no-augment", dest="augment", action="store_false", help="disable random-shift augmentation"
     )
     p.add_argument(
@@ -105,19 +113,22 @@ def _config(args: argparse.Namespace, **extra):
     return config_from_args(args, preset_overrides=overrides, **extra)
 
 
-def _train(config) -> int:
-    """Run train_sft; a refused output directory is a one-line error, SIGTERM stops like Ctrl-C."""
+def _train(args: argparse.Namespace, stage: str, **extra) -> int:
+    """Run train_sft. Bad parameters, a refused output directory or data the policy cannot use are a
+    one-line error (exit 2) before any step; SIGTERM stops like Ctrl-C."""
     import signal
 
+    from svrl_policy.config import ConfigError
     from svrl_trainer.sft import train_sft
     from svrl_trainer.sft_state import ResumeMismatchError, RunExistsError
 
     # A scheduler's SIGTERM ends the run like Ctrl-C; the newest complete state stays for --resume.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        config = _config(args, stage=stage, **extra)
         result = train_sft(config)
-    except (RunExistsError, ResumeMismatchError) as exc:
-        print(f"svrl {config.stage}: {exc}", file=sys.stderr)
+    except (RunExistsError, ResumeMismatchError, ConfigError, ValueError) as exc:
+        print(f"svrl {stage}: {exc}", file=sys.stderr)
         return 2
     print(result.checkpoint)
     return 0
@@ -125,7 +136,7 @@ def _train(config) -> int:
 
 def _sft(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return _train(_config(args, stage="sft"))
+    return _train(args, "sft")
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -133,7 +144,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     data = args.data
     if data is None:
         data = [_generate_pool_demos(args)]
-    return _train(_config(args, stage="pretrain", data=data))
+    return _train(args, "pretrain", data=data)
 
 
 def _generate_pool_demos(args: argparse.Namespace) -> Path:

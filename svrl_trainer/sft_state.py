@@ -74,6 +74,7 @@ class SFTProgress:
     history: list[dict[str, float]] = field(default_factory=list)
     run_loss: float = 0.0
     run_acc: float = 0.0
+    run_aux: float = 0.0  # auxiliary loss (aux_weight > 0); states saved before it existed resume at 0
     run_n: int = 0
 
 

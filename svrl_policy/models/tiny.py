@@ -13,6 +13,12 @@ to within a patch (16 px, ~8 cm of table at 96 px); the soft-argmax reads positi
 reason robomimic and diffusion-policy image encoders end in one. Grasping needs ~1 cm.
 
 One forward pass gives 256 logits for each of the K*D action queries.
+
+Auxiliary head (optional, `aux_dim` > 0): one more query token after the action queries, read by a linear
+head into `aux_dim` numbers that the SFT loss regresses onto privileged simulator state (where the named
+object is). It reads every layer the action queries read, so what it must learn (localisation) is learned by
+the trunk the actions use; no other token attends to it, so the action logits are identical with or without
+it, and acting never computes it (`with_aux=False`, the default and the export path).
 """
 
 from __future__ import annotations
@@ -145,6 +151,8 @@ class TinyVLA(nn.Module):
         )
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, config.num_bins)
+        self.aux_query = nn.Parameter(torch.zeros(1, d)) if config.aux_dim else None
+        self.aux_head = nn.Linear(d, config.aux_dim) if config.aux_dim else None
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -155,7 +163,8 @@ class TinyVLA(nn.Module):
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Embedding):
                 nn.init.normal_(m.weight, std=0.02)
-        for p in (self.patch_pos, self.camera_emb, self.text_pos, self.action_queries, self.keypoint_emb):
+        learned = (self.patch_pos, self.camera_emb, self.text_pos, self.action_queries, self.keypoint_emb)
+        for p in (*learned, self.aux_query):
             if p is not None:
                 nn.init.normal_(p, std=0.02)
 
@@ -165,7 +174,9 @@ class TinyVLA(nn.Module):
         input_ids: torch.Tensor,  # (B, L) int64
         attention_mask: torch.Tensor,  # (B, L) bool, False = padding
         proprio: torch.Tensor | None = None,  # (B, P) normalised
-    ) -> torch.Tensor:
+        with_aux: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Action logits (B, K*D, num_bins); with `with_aux`, also the auxiliary head's (B, aux_dim)."""
         B, C = pixel_values.shape[:2]
         L = input_ids.shape[1]
         d = self.config.width
@@ -184,6 +195,10 @@ class TinyVLA(nn.Module):
             assert proprio is not None, "this model was configured with proprio_dim > 0: pass proprio"
             parts.append(self.proprio_proj(proprio).unsqueeze(1))  # (B, 1, d)
         parts.append(self.action_queries.expand(B, -1, -1))  # (B, K*D, d)
+        if with_aux:
+            if self.aux_query is None:
+                raise ValueError("this model has no auxiliary head (aux_dim = 0)")
+            parts.append(self.aux_query.expand(B, -1, -1))  # (B, 1, d)
         x = torch.cat(parts, dim=1)  # (B, N, d)
 
         # Key-padding mask: only text positions can be padding. Additive (B, 1, 1, N): 0 attend, -1e4 not
@@ -193,9 +208,16 @@ class TinyVLA(nn.Module):
         pad = (~attention_mask.bool()).to(x.dtype) * -1e4  # (B, L)
         zeros = x.new_zeros
         mask = torch.cat([zeros(B, n_before), pad, zeros(B, n_after)], dim=1)[:, None, None, :]
+        if with_aux:  # no token attends to the aux query: the action logits are the same with or without it
+            mask = mask.clone()
+            mask[..., -1] = -1e4
 
         x = x.reshape(B * N, d)
         for block in self.blocks:
             x = block(x, mask, B)
-        x = x.view(B, N, d)[:, -self.config.num_action_tokens :]  # (B, K*D, d)
-        return self.head(self.norm(x))  # (B, K*D, num_bins)
+        x = self.norm(x.view(B, N, d))
+        n_act = self.config.num_action_tokens
+        if with_aux:
+            assert self.aux_head is not None
+            return self.head(x[:, -1 - n_act : -1]), self.aux_head(x[:, -1])  # (B, K*D, bins), (B, aux)
+        return self.head(x[:, -n_act:])  # (B, K*D, num_bins)

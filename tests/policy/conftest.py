@@ -12,6 +12,7 @@ import torch
 from svrl_policy.codec import ActionCodec
 from svrl_policy.config import PolicyConfig, get_preset
 from svrl_policy.dataset import DatasetWriter
+from svrl_policy.features import FOCUS_FEATURES
 from svrl_policy.policy import Policy
 from svrl_policy.preprocess import ProprioStats
 
@@ -39,19 +40,27 @@ def policy_factory() -> Callable[..., Policy]:
 
 
 def write_reach_dataset(
-    root: Path, *, episodes: int = 6, length: int = 16, image_size: int = 64, seed: int = 0
+    root: Path,
+    *,
+    episodes: int = 6,
+    length: int = 16,
+    image_size: int = 64,
+    seed: int = 0,
+    focus: bool = False,
 ) -> Path:
     """Synthetic 'reach' demonstrations: the action moves the end effector (proprio ee_pos) towards a goal
     chosen by the instruction, and the image shows a bright square at the goal. Learnable from proprio +
-    language, so a few dozen SFT steps must lower the loss."""
+    language, so a few dozen SFT steps must lower the loss. `focus`: also the privileged focus.* columns
+    (the goal relative to the end effector, as object and as target)."""
     rng = np.random.default_rng(seed)
     goals = {"reach left": np.array([0.2, -0.2, 0.1]), "reach right": np.array([-0.2, 0.2, 0.15])}
-    with DatasetWriter(root, image_shape=(image_size, image_size)) as writer:
+    extra_features = dict.fromkeys(FOCUS_FEATURES, "float32") if focus else None
+    with DatasetWriter(root, image_shape=(image_size, image_size), extra_features=extra_features) as writer:
         for e in range(episodes):
             instruction = list(goals)[e % 2]
             goal = goals[instruction]
             pos = rng.uniform(-0.25, 0.25, 3)
-            proprio, actions, frames = [], [], []
+            proprio, actions, frames, offsets = [], [], [], []
             for t in range(length):
                 p = np.zeros(15, np.float32)
                 p[8:11] = pos
@@ -61,6 +70,7 @@ def write_reach_dataset(
                 img = np.zeros((image_size, image_size, 3), np.uint8)
                 c = int((goal[0] + 0.25) / 0.5 * (image_size - 8))
                 img[c : c + 8, c : c + 8] = 255
+                offsets.append(np.concatenate([goal - pos, goal - pos]))
                 pos = pos + a[:3]
                 proprio.append(p)
                 actions.append(a)
@@ -72,6 +82,7 @@ def write_reach_dataset(
                 actions=np.stack(actions),
                 instruction=instruction,
                 task_name=f"toy/{instruction.replace(' ', '_')}",
+                extra=dict(zip(FOCUS_FEATURES, np.stack(offsets).T, strict=True)) if focus else None,
             )
     return root
 

@@ -41,3 +41,24 @@ def test_demo_noise_out_of_range_is_refused(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="noise"):
             write_demos(tmp_path / "d", [TASK], 1, noise=bad)
     assert not (tmp_path / "d").exists()  # nothing half-written
+
+
+def test_demos_record_where_the_expert_is_heading() -> None:
+    """focus.* columns: the current skill's object and target relative to the gripper, frame by frame."""
+    from svrl_policy.features import FOCUS_FEATURES
+    from svrl_sim.env import SimEnv
+    from svrl_sim.tasks import InitState
+
+    task = "pretrain/cube_red_on_box"
+    ((_, ep),) = record_episodes(task, "train", [0], 48, "ee_delta")
+    assert ep is not None and list(ep["extra"]) == list(FOCUS_FEATURES)
+    focus = np.stack([ep["extra"][f] for f in FOCUS_FEATURES], axis=1)
+    assert focus.shape == (len(ep["actions"]), 6) and np.isfinite(focus).all()
+    with SimEnv(image_size=48) as env:
+        env.reset(task, InitState("train", 0))
+        tcp = env.view.tcp_pos()
+        expected = np.concatenate([env.view.pos("cube_red") - tcp, env.view.pos("box") - tcp])
+    np.testing.assert_allclose(focus[0], expected, atol=1e-6)
+    assert np.linalg.norm(focus[0, :3]) > 0.05  # the cube starts away from the gripper ...
+    assert np.linalg.norm(focus[-1, :3]) < 0.03  # ... and ends between its fingers, over the box
+    assert np.linalg.norm(focus[-1, 3:5]) < 0.05
