@@ -208,3 +208,13 @@ class Policy(nn.Module):
 
     def num_parameters(self) -> int:
         return count_parameters(self.model)
+
+    def freeze_auxiliary_head(self) -> int:
+        """Stop training the auxiliary head (models/tiny.py) and return how many tensors were frozen.
+
+        Only pretraining with `aux_weight` gives it a gradient. Everywhere else (GRPO, a plain fine-tune) it
+        would sit in the optimizer with none, which DDP refuses, and decay under AdamW for nothing."""
+        params = getattr(self.model, "auxiliary_parameters", list)()
+        for p in params:
+            p.requires_grad_(False)
+        return len(params)

@@ -355,6 +355,8 @@ def train_sft(cfg: SFTConfig) -> SFTResult:
         _check_compatible(policy.config, demos)
         _check_aux(cfg, policy.config, demos)
         progress = resume.progress
+    if not cfg.aux_weight:
+        policy.freeze_auxiliary_head()  # a fine-tune without the loss leaves a base's aux head as it was
     targets = policy.codec.tokenize(demos.targets).reshape(len(demos), -1)  # (N, K*D) int64
     optimizer = make_optimizer(policy.model, cfg)
     soft_targets = ordinal_label_kernel(policy.config.num_bins, cfg.label_sigma) if cfg.label_sigma else None

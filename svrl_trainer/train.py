@@ -97,6 +97,7 @@ class GrpoTrainer:
             raise ValueError("init_checkpoint is empty: GRPO starts from an SFT checkpoint (see `svrl sft`)")
         self.policy = Policy.from_pretrained(source).to(self.dist.device())
         self.policy.eval()
+        self.policy.freeze_auxiliary_head()  # a pretraining-only head: GRPO trains the actions
         # FSDP shards the learner's weights; rank 0 rolls out and checkpoints from a full copy
         fsdp = self.dist.enabled and config.learner.strategy == "fsdp"
         self.rollout_policy = (
@@ -106,7 +107,9 @@ class GrpoTrainer:
         self.chunk_length = self.policy.config.chunk_len
         self.action_dim = self.policy.config.action_dim
         self.optimizer = torch.optim.AdamW(
-            self.policy.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
+            [p for p in self.policy.model.parameters() if p.requires_grad],
+            lr=config.optim.lr,
+            weight_decay=config.optim.weight_decay,
         )
         if latest is not None:
             state, optimizer_state = load_run_state(latest)

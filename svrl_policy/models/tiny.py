@@ -168,6 +168,12 @@ class TinyVLA(nn.Module):
             if p is not None:
                 nn.init.normal_(p, std=0.02)
 
+    def auxiliary_parameters(self) -> list[nn.Parameter]:
+        """The aux query and head: trained by `aux_weight` pretraining only (Policy.freeze_auxiliary_head)."""
+        if self.aux_query is None or self.aux_head is None:
+            return []
+        return [self.aux_query, *self.aux_head.parameters()]
+
     def forward(
         self,
         pixel_values: torch.Tensor,  # (B, C, 3, S, S) in [-1, 1]

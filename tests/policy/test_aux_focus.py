@@ -66,6 +66,11 @@ def test_sft_with_aux_weight_learns_the_focus_offsets(focus_dataset: Path, tmp_p
     again = train_sft(SFTConfig(data=[focus_dataset], out=tmp_path / "ft", init=result.checkpoint, steps=2,
                                 aux_weight=1.0, progress=False))  # fmt: skip
     assert "aux" in again.history[-1]
+    plain_ft = train_sft(SFTConfig(data=[focus_dataset], out=tmp_path / "ft0", init=result.checkpoint, steps=2,
+                                   progress=False))  # fmt: skip
+    before, after = policy.model, Policy.from_pretrained(plain_ft.checkpoint).model
+    assert torch.equal(before.aux_head.weight, after.aux_head.weight)  # frozen without the loss
+    assert not torch.equal(before.head.weight, after.head.weight)
     plain = train_sft(SFTConfig(out=tmp_path / "plain", **{**common, "steps": 2}))
     assert "aux" not in plain.history[-1]
     assert Policy.from_pretrained(plain.checkpoint).config.aux_dim == 0

@@ -15,10 +15,10 @@ from svrl_policy.policy import Policy
 CHUNK = 4
 
 
-def toy_policy(seed: int = 0) -> Policy:
+def toy_policy(seed: int = 0, **overrides) -> Policy:
     """A random debug-preset policy for the toy suite: 4-step chunks, 32 px, +-0.1 deltas."""
     torch.manual_seed(seed)
-    config = get_preset("debug", chunk_len=CHUNK, image_size=32, augment_shift=0)
+    config = get_preset("debug", chunk_len=CHUNK, image_size=32, augment_shift=0, **overrides)
     codec = ActionCodec(
         low=np.r_[[-0.1] * 6, -1.0], high=np.r_[[0.1] * 6, 1.0], chunk_len=CHUNK, gripper_index=6
     )

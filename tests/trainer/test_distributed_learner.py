@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from svrl_trainer.config import load_train_config
 from svrl_trainer.train import GrpoTrainer, latest_checkpoint
 
+from .conftest import toy_policy
 from .test_grpo_trainer import _config
 
 COMPARED = (
@@ -37,8 +38,18 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(latest_checkpoint(run) / "policy" / "model.safetensors"))
 
 
+@pytest.fixture(scope="module")
+def aux_init_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A base with the pretraining-only auxiliary head, as `--aux-weight` writes: GRPO must freeze it
+    (DDP refuses parameters that never get a gradient; FSDP shards frozen and trained ones together)."""
+    path = tmp_path_factory.mktemp("aux_init") / "policy"
+    toy_policy(aux_dim=6).save_pretrained(path)
+    return path
+
+
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_ranks_learn_exactly_what_one_process_learns(tmp_path, init_checkpoint, strategy) -> None:
+def test_two_ranks_learn_exactly_what_one_process_learns(tmp_path, aux_init_checkpoint, strategy) -> None:
+    init_checkpoint = aux_init_checkpoint
     settings = {"total_steps": 2, "eval": {"every": 0}, "checkpoint": {"every": 2, "keep_last": 1}}
     single = _config(tmp_path / "single", init_checkpoint, **settings)
     trainer = GrpoTrainer(load_train_config(single))
@@ -77,3 +88,5 @@ def test_two_ranks_learn_exactly_what_one_process_learns(tmp_path, init_checkpoi
         torch.testing.assert_close(learned[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
     initial = load_file(str(init_checkpoint / "model.safetensors"))
     assert any(not torch.equal(initial[n], learned[n]) for n in initial)  # an update did happen
+    aux = [n for n in initial if n.startswith("aux_")]
+    assert aux and all(torch.equal(initial[n], learned[n]) for n in aux)  # the aux head stayed frozen
