@@ -59,6 +59,14 @@ def main() -> None:
         print(f"  focus object |error| x y z (mm): {mm(focus_error[:, :3].mean(0))}")
         print(f"  focus object |offset| x y z (mm): {mm(np.abs(truth[:, :3]).mean(0))}")
         print(f"  focus target |error| x y z (mm): {mm(focus_error[:, 3:].mean(0))}")
+        # Frames while the object is still > 5 cm away horizontally: where finding it is the whole job.
+        far = np.linalg.norm(truth[:, :2], axis=1) > 0.05
+        if far.any():
+            guess = np.abs(truth[far, :2] - np.median(truth[far, :2], axis=0)).mean(0)
+            print(
+                f"  approach frames ({far.sum()}): object |error| x y (mm) {mm(focus_error[far, :2].mean(0))}, "
+                f"|offset| {mm(np.abs(truth[far, :2]).mean(0))}, best constant's error {mm(guess)}"
+            )
 
 
 if __name__ == "__main__":
