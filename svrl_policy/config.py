@@ -72,6 +72,9 @@ class PolicyConfig:
     patch_size: int = 16  # conv stem stride: image_size / patch_size patches per side
     dropout: float = 0.0
     keypoints: int = 0  # spatial-softmax keypoints per camera, each one token (0: patch tokens only)
+    # Keypoints per camera whose feature filter is read from the instruction (models/tiny.py): they can find
+    # "the red cube" among other red things and cubes, where a fixed filter finds the mean of all of them.
+    text_keypoints: int = 0
     # Outputs of an auxiliary head trained on privileged simulator state (SFT `aux_weight`); read by the
     # training loss only, never by acting, so serving and export ignore it. 0: no head.
     aux_dim: int = 0
@@ -151,6 +154,8 @@ class PolicyConfig:
                 fail("tokenizer", "the tiny architecture uses an offline tokenizer: 'byte' or 'word'")
             if self.keypoints < 0:
                 fail("keypoints", "must be >= 0 (0: no keypoint tokens)")
+            if self.text_keypoints < 0:
+                fail("text_keypoints", "must be >= 0 (0: no instruction-conditioned keypoints)")
             if self.aux_dim < 0:
                 fail("aux_dim", "must be >= 0 (0: no auxiliary head)")
             patch = self.patch_size
@@ -167,6 +172,10 @@ class PolicyConfig:
         else:
             if self.aux_dim:
                 fail("aux_dim", "the auxiliary head exists in the tiny architecture only")
+            if self.text_keypoints:
+                fail(
+                    "text_keypoints", "instruction-conditioned keypoints exist in the tiny architecture only"
+                )
             if self.vision_config is None or self.text_config is None:
                 fail("vision_config", "hf_vla needs both vision_config and text_config dicts")
             if "model_type" not in self.text_config:
@@ -375,3 +384,10 @@ def _tiny96kp() -> PolicyConfig:
     return PolicyConfig(
         preset="tiny96kp", image_size=96, augment_shift=3, tokenizer="word", max_text_len=32, keypoints=16
     )
+
+
+@register_preset("tiny96tk")
+def _tiny96tk() -> PolicyConfig:
+    # tiny96kp + 8 instruction-conditioned keypoints per camera: a spatial softmax whose filter the prompt
+    # chooses, so a keypoint can follow the named object rather than the mean of everything of its colour.
+    return _tiny96kp().replace(preset="tiny96tk", text_keypoints=8)

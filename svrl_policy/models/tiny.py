@@ -10,7 +10,8 @@ parallel decoding, and so is everything else since nothing here is generated aut
 Keypoints (optional, `keypoints` = M > 0): a spatial softmax over the stem's first, stride-4 feature map gives
 M expected (x, y) image positions per camera, each embedded as one token. Patch tokens locate an object only
 to within a patch (16 px, ~8 cm of table at 96 px); the soft-argmax reads position at sub-pixel precision, the
-reason robomimic and diffusion-policy image encoders end in one. Grasping needs ~1 cm.
+reason robomimic and diffusion-policy image encoders end in one. Grasping needs ~1 cm. `text_keypoints` = K > 0
+adds K more per camera whose filters are read from the prompt (TextKeypoints), placed after the M.
 
 One forward pass gives 256 logits for each of the K*D action queries.
 
@@ -75,6 +76,36 @@ class SpatialSoftmax(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         attn = self.proj(features).flatten(2).softmax(dim=-1)  # (N, num, H*W)
         return attn @ self.grid  # (N, num, 2)
+
+
+class TextKeypoints(nn.Module):
+    """A spatial softmax whose filters the prompt chooses: `num` keypoints (x, y) in [-1, 1] per image.
+
+    Each keypoint pools the prompt's word embeddings with its own learned query (one can read the object's
+    words, another the target's) into a filter over the stride-4 features. A fixed filter (SpatialSoftmax)
+    finds the mean position of everything that matches it: between the red cube and the red can, or between
+    two identical cubes, which is nowhere a gripper should go.
+    """
+
+    def __init__(self, width: int, channels: int, num: int, size: int) -> None:
+        super().__init__()
+        self.word_queries = nn.Parameter(torch.zeros(num, width))
+        self.to_filter = nn.Linear(width, channels)
+        self.keys = nn.Conv2d(channels, channels, kernel_size=1)
+        coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
+        ys, xs = torch.meshgrid(coords, coords, indexing="ij")
+        self.register_buffer("grid", torch.stack([xs.flatten(), ys.flatten()], dim=1), persistent=False)
+
+    def forward(self, features: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
+        """features (B*C, c, H, W), words (B, L, d), word_mask (B, L) bool -> (B, C, num, 2)."""
+        B = words.shape[0]
+        scores = (words @ self.word_queries.t()).transpose(1, 2)  # (B, num, L)
+        scores = scores + (~word_mask.bool()).to(scores.dtype)[:, None, :] * -1e4
+        filters = self.to_filter(scores.softmax(dim=-1) @ words)  # (B, num, c)
+        keys = self.keys(features).flatten(2)  # (B*C, c, H*W)
+        keys = keys.reshape(B, -1, keys.shape[1], keys.shape[2])  # (B, C, c, H*W)
+        attn = (filters.unsqueeze(1) @ keys).softmax(dim=-1)  # (B, C, num, H*W)
+        return attn @ self.grid  # (B, C, num, 2)
 
 
 class Attention(nn.Module):
@@ -143,6 +174,12 @@ class TinyVLA(nn.Module):
         self.keypoint_emb = (
             nn.Parameter(torch.zeros(n_cam * config.keypoints, d)) if config.keypoints else None
         )
+        n_tk = config.text_keypoints
+        self.text_keypoints = (
+            TextKeypoints(d, self.stem.first_channels, n_tk, config.image_size // 4) if n_tk else None
+        )
+        self.text_keypoint_proj = nn.Linear(2, d) if n_tk else None
+        self.text_keypoint_emb = nn.Parameter(torch.zeros(n_cam * n_tk, d)) if n_tk else None
         self.text_pos = nn.Parameter(torch.zeros(config.max_text_len, d))
         self.proprio_proj = nn.Linear(config.proprio_dim, d) if config.use_proprio else None
         self.action_queries = nn.Parameter(torch.zeros(config.num_action_tokens, d))
@@ -164,7 +201,8 @@ class TinyVLA(nn.Module):
             elif isinstance(m, nn.Embedding):
                 nn.init.normal_(m.weight, std=0.02)
         learned = (self.patch_pos, self.camera_emb, self.text_pos, self.action_queries, self.keypoint_emb)
-        for p in (*learned, self.aux_query):
+        word_queries = self.text_keypoints.word_queries if self.text_keypoints is not None else None
+        for p in (*learned, self.aux_query, self.text_keypoint_emb, word_queries):
             if p is not None:
                 nn.init.normal_(p, std=0.02)
 
@@ -189,13 +227,16 @@ class TinyVLA(nn.Module):
         if not torch.onnx.is_in_onnx_export() and self.text_pos.shape[0] < L:
             raise ValueError(f"prompt of {L} tokens > max_text_len {self.text_pos.shape[0]}")
 
+        txt = self.text_emb(input_ids) + self.text_pos[:L]  # (B, L, d)
         img, fine = self.stem(pixel_values.flatten(0, 1))  # (B*C, d, g, g), (B*C, c0, S/4, S/4)
         img = img.flatten(2).transpose(1, 2) + self.patch_pos  # (B*C, P, d)
         img = (img.reshape(B, C, -1, d) + self.camera_emb[:, None, :]).reshape(B, -1, d)  # (B, C*P, d)
         if self.keypoints is not None:
             points = self.keypoints(fine).reshape(B, -1, 2)  # (B, C*M, 2)
             img = torch.cat([img, self.keypoint_proj(points) + self.keypoint_emb], dim=1)
-        txt = self.text_emb(input_ids) + self.text_pos[:L]  # (B, L, d)
+        if self.text_keypoints is not None:
+            named = self.text_keypoints(fine, txt, attention_mask).reshape(B, -1, 2)  # (B, C*K, 2)
+            img = torch.cat([img, self.text_keypoint_proj(named) + self.text_keypoint_emb], dim=1)
         parts = [img, txt]
         if self.proprio_proj is not None:
             assert proprio is not None, "this model was configured with proprio_dim > 0: pass proprio"

@@ -65,3 +65,50 @@ def test_keypoint_word_policy_round_trips_and_exports_with_parity(tmp_path: Path
     torch.testing.assert_close(torch_rt.logits(inputs), ref)  # the checkpoint rebuilt the same network
     assert (ort_rt.logits(inputs) - ref).abs().max().item() < 1e-4
     assert torch.equal(torch_rt.sample(obs, 0.0).tokens, ort_rt.sample(obs, 0.0).tokens)
+
+
+def test_text_keypoints_follow_the_object_the_prompt_names() -> None:
+    """Two objects in two feature channels: the prompt's words pick which one the keypoint lands on."""
+    from svrl_policy.models.tiny import TextKeypoints
+
+    layer = TextKeypoints(width=2, channels=2, num=1, size=24)
+    with torch.no_grad():
+        layer.word_queries.fill_(1.0)
+        layer.to_filter.weight.copy_(torch.eye(2) * 40.0)  # word embedding e_i -> a filter for channel i
+        layer.to_filter.bias.zero_()
+        layer.keys.weight.copy_(torch.eye(2).reshape(2, 2, 1, 1))
+        layer.keys.bias.zero_()
+    features = torch.zeros(1, 2, 24, 24)
+    features[0, 0, 5, 17] = 1.0  # "red cube" lights channel 0 here ...
+    features[0, 1, 20, 3] = 1.0  # ... "blue cube" channel 1 there
+    words = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])  # two one-word prompts
+    with torch.no_grad():
+        xy = layer(features.expand(2, -1, -1, -1), words, torch.ones(2, 1, dtype=torch.bool))[:, 0, 0]
+    centre = lambda i: (i + 0.5) / 24 * 2 - 1  # noqa: E731
+    torch.testing.assert_close(xy[0], torch.tensor([centre(17), centre(5)]), atol=2e-2, rtol=0)
+    torch.testing.assert_close(xy[1], torch.tensor([centre(3), centre(20)]), atol=2e-2, rtol=0)
+
+
+def test_text_keypoint_policy_exports_with_parity_and_padding_does_not_matter(tmp_path: Path) -> None:
+    policy = make_policy("debug", tokenizer="word", max_text_len=16, keypoints=4, text_keypoints=3)
+    ckpt = policy.save_pretrained(tmp_path / "tk")
+    export_onnx(ckpt)
+    torch_rt, ort_rt = load_runtime(ckpt, "torch"), load_runtime(ckpt, "onnx", threads=1)
+    obs = torch_rt.preprocessor.example_observation(batch=2, seed=3)
+    inputs = torch_rt.preprocessor(obs)
+    ref = torch_rt.logits(inputs)
+    assert (ort_rt.logits(inputs) - ref).abs().max().item() < 1e-4
+    # The same prompt with more padding: masked words never reach a filter.
+    longer = policy.preprocessor(obs)
+    n = int(longer["attention_mask"][0].sum())
+    with torch.no_grad():
+        a = policy.model(
+            **{
+                **longer,
+                "input_ids": longer["input_ids"][:1, :n],
+                "attention_mask": longer["attention_mask"][:1, :n],
+                **{k: v[:1] for k, v in longer.items() if k not in ("input_ids", "attention_mask")},
+            }
+        )
+        b = policy.model(**{k: v[:1] for k, v in longer.items()})
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
