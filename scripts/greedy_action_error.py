@@ -53,7 +53,7 @@ def main() -> None:
         with torch.no_grad():
             for i in range(0, len(frames), 32):
                 inputs = policy.preprocess(demos.observations(frames[i : i + 32]), train=False)
-                estimates.append(policy.model(**inputs, with_aux=True)[1].float().numpy() * AUX_SCALE_M)
+                estimates.append(policy.forward_with_aux(inputs)[1].numpy() * AUX_SCALE_M)
         truth = demos.focus[frames]
         focus_error = np.abs(np.concatenate(estimates) - truth)
         print(f"  focus object |error| x y z (mm): {mm(focus_error[:, :3].mean(0))}")

@@ -156,6 +156,12 @@ class Policy(nn.Module):
         """ModelInputs -> logits float32[B, K*D, num_bins]."""
         return self.model(**inputs).float()
 
+    def forward_with_aux(self, inputs: ModelInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits float32[B, K*D, num_bins], auxiliary head float32[B, aux_dim]): training and diagnostics
+        only; acting never computes the head (models/tiny.py)."""
+        logits, aux = self.model(**inputs, with_aux=True)
+        return logits.float(), aux.float()
+
     def _inputs(self, batch: Mapping[str, Any]) -> ModelInputs:
         if is_model_inputs(batch):
             device = self.device

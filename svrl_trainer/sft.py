@@ -397,9 +397,9 @@ def train_sft(cfg: SFTConfig) -> SFTResult:
         inputs = policy.preprocess(demos.observations(frames), train=cfg.augment, generator=gen)
         tokens = torch.from_numpy(targets[frames]).to(policy.device)  # (B, K*D)
         if cfg.aux_weight:
-            logits, aux = policy.model(**inputs, with_aux=True)
+            logits, aux = policy.forward_with_aux(inputs)
             focus = torch.from_numpy(demos.focus[frames]).to(aux.device)
-            aux_loss = F.smooth_l1_loss(aux.float(), focus / AUX_SCALE_M)
+            aux_loss = F.smooth_l1_loss(aux, focus / AUX_SCALE_M)
         else:
             logits, aux_loss = policy(inputs), None  # (B, K*D, num_bins)
         hard_ce = F.cross_entropy(logits.flatten(0, 1), tokens.flatten())

@@ -63,15 +63,20 @@ class ConvStem(nn.Module):
         return x, fine
 
 
+def pixel_grid(size: int) -> torch.Tensor:
+    """(size*size, 2) pixel-centre (x, y) in [-1, 1], row-major: the soft-argmax's coordinates."""
+    coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
+    ys, xs = torch.meshgrid(coords, coords, indexing="ij")
+    return torch.stack([xs.flatten(), ys.flatten()], dim=1)
+
+
 class SpatialSoftmax(nn.Module):
     """Feature map -> `num` keypoints (x, y) in [-1, 1]: a 1x1 conv, a softmax over positions, expectations."""
 
     def __init__(self, channels: int, num: int, size: int) -> None:
         super().__init__()
         self.proj = nn.Conv2d(channels, num, kernel_size=1)
-        coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
-        ys, xs = torch.meshgrid(coords, coords, indexing="ij")
-        self.register_buffer("grid", torch.stack([xs.flatten(), ys.flatten()], dim=1), persistent=False)
+        self.register_buffer("grid", pixel_grid(size), persistent=False)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         attn = self.proj(features).flatten(2).softmax(dim=-1)  # (N, num, H*W)
@@ -92,15 +97,13 @@ class TextKeypoints(nn.Module):
         self.word_queries = nn.Parameter(torch.zeros(num, width))
         self.to_filter = nn.Linear(width, channels)
         self.keys = nn.Conv2d(channels, channels, kernel_size=1)
-        coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
-        ys, xs = torch.meshgrid(coords, coords, indexing="ij")
-        self.register_buffer("grid", torch.stack([xs.flatten(), ys.flatten()], dim=1), persistent=False)
+        self.register_buffer("grid", pixel_grid(size), persistent=False)
 
-    def forward(self, features: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
-        """features (B*C, c, H, W), words (B, L, d), word_mask (B, L) bool -> (B, C, num, 2)."""
+    def forward(self, features: torch.Tensor, words: torch.Tensor, word_pad: torch.Tensor) -> torch.Tensor:
+        """features (B*C, c, H, W), words (B, L, d), word_pad (B, L) additive (0 word, -1e4 padding)
+        -> (B, C, num, 2)."""
         B = words.shape[0]
-        scores = (words @ self.word_queries.t()).transpose(1, 2)  # (B, num, L)
-        scores = scores + (~word_mask.bool()).to(scores.dtype)[:, None, :] * -1e4
+        scores = (words @ self.word_queries.t()).transpose(1, 2) + word_pad[:, None, :]  # (B, num, L)
         filters = self.to_filter(scores.softmax(dim=-1) @ words)  # (B, num, c)
         keys = self.keys(features).flatten(2)  # (B*C, c, H*W)
         keys = keys.reshape(B, -1, keys.shape[1], keys.shape[2])  # (B, C, c, H*W)
@@ -228,6 +231,9 @@ class TinyVLA(nn.Module):
             raise ValueError(f"prompt of {L} tokens > max_text_len {self.text_pos.shape[0]}")
 
         txt = self.text_emb(input_ids) + self.text_pos[:L]  # (B, L, d)
+        # Additive key-padding for the prompt: 0 attend, -1e4 not (finite, so a fully padded row could never
+        # produce NaN; exp(-1e4) is exactly 0 in float32). Used by the text keypoints and every block.
+        pad = (~attention_mask.bool()).to(txt.dtype) * -1e4  # (B, L)
         img, fine = self.stem(pixel_values.flatten(0, 1))  # (B*C, d, g, g), (B*C, c0, S/4, S/4)
         img = img.flatten(2).transpose(1, 2) + self.patch_pos  # (B*C, P, d)
         img = (img.reshape(B, C, -1, d) + self.camera_emb[:, None, :]).reshape(B, -1, d)  # (B, C*P, d)
@@ -235,7 +241,7 @@ class TinyVLA(nn.Module):
             points = self.keypoints(fine).reshape(B, -1, 2)  # (B, C*M, 2)
             img = torch.cat([img, self.keypoint_proj(points) + self.keypoint_emb], dim=1)
         if self.text_keypoints is not None:
-            named = self.text_keypoints(fine, txt, attention_mask).reshape(B, -1, 2)  # (B, C*K, 2)
+            named = self.text_keypoints(fine, txt, pad).reshape(B, -1, 2)  # (B, C*K, 2)
             img = torch.cat([img, self.text_keypoint_proj(named) + self.text_keypoint_emb], dim=1)
         parts = [img, txt]
         if self.proprio_proj is not None:
@@ -248,11 +254,9 @@ class TinyVLA(nn.Module):
             parts.append(self.aux_query.expand(B, -1, -1))  # (B, 1, d)
         x = torch.cat(parts, dim=1)  # (B, N, d)
 
-        # Key-padding mask: only text positions can be padding. Additive (B, 1, 1, N): 0 attend, -1e4 not
-        # (finite, so a fully padded row could never produce NaN; exp(-1e4) is exactly 0 in float32).
+        # Key-padding mask (B, 1, 1, N): only text positions can be padding (`pad` above).
         N = x.shape[1]
         n_before, n_after = img.shape[1], N - img.shape[1] - L
-        pad = (~attention_mask.bool()).to(x.dtype) * -1e4  # (B, L)
         zeros = x.new_zeros
         mask = torch.cat([zeros(B, n_before), pad, zeros(B, n_after)], dim=1)[:, None, None, :]
         if with_aux:  # no token attends to the aux query: the action logits are the same with or without it

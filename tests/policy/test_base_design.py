@@ -83,7 +83,7 @@ def test_text_keypoints_follow_the_object_the_prompt_names() -> None:
     features[0, 1, 20, 3] = 1.0  # ... "blue cube" channel 1 there
     words = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])  # two one-word prompts
     with torch.no_grad():
-        xy = layer(features.expand(2, -1, -1, -1), words, torch.ones(2, 1, dtype=torch.bool))[:, 0, 0]
+        xy = layer(features.expand(2, -1, -1, -1), words, torch.zeros(2, 1))[:, 0, 0]
     centre = lambda i: (i + 0.5) / 24 * 2 - 1  # noqa: E731
     torch.testing.assert_close(xy[0], torch.tensor([centre(17), centre(5)]), atol=2e-2, rtol=0)
     torch.testing.assert_close(xy[1], torch.tensor([centre(3), centre(20)]), atol=2e-2, rtol=0)
