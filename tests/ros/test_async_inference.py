@@ -47,11 +47,15 @@ def _sample(arrived: float, k: int, value: float) -> Sample:
     return Sample(arrived, k * P, np.full(7, value))
 
 
+def _chunk(arrived: float, k: int, length: int) -> ChunkSeen:
+    return ChunkSeen(arrived, k * P, length)
+
+
 def test_metrics_count_gaps_holds_and_jumps() -> None:
     """Two chunks of 4; the second lands after state 4 went unanswered (a one-period gap)."""
     record = GoalRecord(
         states=[_sample(0.1 * k, k, 0.0) for k in range(0, 12)],
-        chunks=[ChunkSeen(0.0, 0, 4), ChunkSeen(0.45, 4, 4)],
+        chunks=[_chunk(0.0, 0, 4), _chunk(0.45, 4, 4)],
         commands=[_sample(0.1 * k + 0.01, k, 0.01 * k) for k in range(0, 4)]
         + [_sample(0.51, 5, 0.05), _sample(0.61, 6, 0.06), _sample(0.71, 7, 0.07)]
         + [_sample(0.81, 7, 0.07)]  # a re-send for state 7: dropped
@@ -69,7 +73,7 @@ def test_metrics_count_gaps_holds_and_jumps() -> None:
 def test_metrics_count_one_stall_once_however_many_chunks_land_in_it() -> None:
     record = GoalRecord(
         states=[_sample(0.1 * k, k, 0.0) for k in range(0, 12)],
-        chunks=[ChunkSeen(0.0, 0, 4), ChunkSeen(0.52, 4, 4), ChunkSeen(0.58, 5, 4)],
+        chunks=[_chunk(0.0, 0, 4), _chunk(0.52, 4, 4), _chunk(0.58, 5, 4)],
         commands=[_sample(0.1 * k + 0.01, k, 0.01 * k) for k in (0, 1, 2, 3, 6, 7, 8)],
     )
     m = boundary_metrics(record, P)
@@ -79,12 +83,43 @@ def test_metrics_count_one_stall_once_however_many_chunks_land_in_it() -> None:
 def test_metrics_seamless_takeover_has_no_gap() -> None:
     record = GoalRecord(
         states=[_sample(0.1 * k, k, 0.0) for k in range(0, 8)],
-        chunks=[ChunkSeen(0.0, 0, 8), ChunkSeen(0.25, 1, 8)],
+        chunks=[_chunk(0.0, 0, 8), _chunk(0.25, 1, 8)],
         commands=[_sample(0.1 * k + 0.01, k, 0.01 * k * k) for k in range(0, 8)],
     )
     m = boundary_metrics(record, P)
     assert (m["without_command"], m["boundaries"]) == (0, [0])
     assert m["jump_other_rad_s2"]["median"] == pytest.approx(np.linalg.norm(np.full(7, 0.02)) / 0.01)
+
+
+def test_metrics_a_late_command_of_the_old_chunk_is_not_the_takeover() -> None:
+    """The command for state 3 (old chunk) is received just after the chunk inferred from state 4."""
+    record = GoalRecord(
+        states=[_sample(0.1 * k, k, 0.0) for k in range(0, 10)],
+        chunks=[_chunk(0.0, 0, 4), _chunk(0.40, 4, 4)],
+        commands=[_sample(0.1 * k + 0.01, k, 0.01 * k) for k in (0, 1, 2)]
+        + [_sample(0.405, 3, 0.03)]
+        + [_sample(0.1 * k + 0.01, k, 0.01 * k) for k in (6, 7, 8)],
+    )
+    m = boundary_metrics(record, P)
+    assert (m["without_command"], m["boundaries"]) == (2, [2])
+
+
+def test_probe_counts_a_resent_chunk_once() -> None:
+    """policy_server re-publishes the running chunk after a stall; it is not a new chunk."""
+    import threading
+    from types import SimpleNamespace
+
+    probe = ChunkProbe.__new__(ChunkProbe)
+    probe._lock, probe._record = threading.Lock(), GoalRecord()
+
+    def chunk(stamp_s: int, length: int = 8) -> SimpleNamespace:
+        return SimpleNamespace(
+            header=SimpleNamespace(stamp=SimpleNamespace(sec=stamp_s, nanosec=0)), chunk_length=length
+        )
+
+    for msg, received in ((chunk(3), 1), (chunk(3), 2), (chunk(4), 3), (chunk(4, 0), 4)):
+        probe._on_chunk(msg, {"received_timestamp": received * 1_000_000_000})
+    assert [(c.arrived_s, c.stamp_ns) for c in probe._record.chunks] == [(1.0, 3 * 10**9), (3.0, 4 * 10**9)]
 
 
 @pytest.mark.ros

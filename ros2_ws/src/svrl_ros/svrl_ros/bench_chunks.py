@@ -10,9 +10,10 @@ is the operator: it sends one goal per configuration and records what crosses DD
 - **periods without a command**: sim states between the goal's first and last commanded state that no
   command answered; for those the sim held the previous target (the arm stalls). A hold command
   (arm_controller re-sending one latched target after `command_timeout_s`) counts as none.
-- **boundary gap**: at each chunk after the first, the states skipped between the last command before the
-  chunk arrived and the first one after (0 = the new chunk took over seamlessly), counted from the
-  commands' stamps, so the sim's own timer jitter does not add to it;
+- **boundary gap**: at each chunk after the first, the states skipped between the first command that can
+  be the chunk's (received after it, answering its state or a later one) and the command before it (0 =
+  the new chunk took over seamlessly), counted from the commands' stamps, so the sim's own timer jitter
+  does not add to it. Arrival is DDS's reception time; a chunk re-sent after a stall counts once;
 - **command jumps**: the change of commanded joint velocity from one command to the next (targets /
   periods between them), rad/s², at chunk boundaries and elsewhere.
 
@@ -78,7 +79,7 @@ def start_graph(spawn: Spawn, overrides: Sequence[str], log: Path) -> subprocess
 # ------------------------------------------------------------------------------------------ recording
 @dataclass(frozen=True)
 class Sample:
-    arrived_s: float  # steady clock of this process
+    arrived_s: float  # when DDS handed the message to this process (see ChunkProbe._arrived_s)
     stamp_ns: int
     values: np.ndarray  # joint positions or targets (7,)
 
@@ -86,7 +87,7 @@ class Sample:
 @dataclass(frozen=True)
 class ChunkSeen:
     arrived_s: float
-    stamp_ns: int
+    stamp_ns: int  # the state the chunk was inferred from
     length: int
 
 
@@ -137,7 +138,20 @@ class ChunkProbe:
     def _stamp(msg: Any) -> int:
         return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
-    def _on_joint_states(self, msg: Any) -> None:
+    @staticmethod
+    def _arrived_s(info: Any) -> float:
+        """When the middleware received the message, not when this executor got round to it.
+
+        A chunk and the first command it causes reach this process a few milliseconds apart; a busy
+        executor can run their callbacks in either order (it takes one message per ready subscription
+        per turn), which once made a chunk look as if it arrived after its own first command. The DDS
+        reception time keeps their true order. Falls back to the system clock (the same clock) for a
+        middleware that does not fill it in.
+        """
+        received = int(info.get("received_timestamp", 0)) if info else 0
+        return (received if received > 0 else time.time_ns()) / 1e9
+
+    def _on_joint_states(self, msg: Any, info: Any) -> None:
         index = {n: i for i, n in enumerate(msg.name)}
         try:
             q = np.array([msg.position[index[f"joint{i}"]] for i in range(1, 8)], dtype=np.float64)
@@ -145,22 +159,25 @@ class ChunkProbe:
             return
         with self._lock:
             if self._record is not None:
-                self._record.states.append(Sample(time.monotonic(), self._stamp(msg), q))
+                self._record.states.append(Sample(self._arrived_s(info), self._stamp(msg), q))
 
-    def _on_trajectory(self, msg: Any) -> None:
+    def _on_trajectory(self, msg: Any, info: Any) -> None:
         if not msg.points:
             return
         q = np.array(msg.points[0].positions, dtype=np.float64)
         with self._lock:
             if self._record is not None:
-                self._record.commands.append(Sample(time.monotonic(), self._stamp(msg), q))
+                self._record.commands.append(Sample(self._arrived_s(info), self._stamp(msg), q))
 
-    def _on_chunk(self, msg: Any) -> None:
+    def _on_chunk(self, msg: Any, info: Any) -> None:
+        seen = ChunkSeen(self._arrived_s(info), self._stamp(msg), int(msg.chunk_length))
         with self._lock:
-            if self._record is not None and msg.chunk_length > 0:
-                self._record.chunks.append(
-                    ChunkSeen(time.monotonic(), self._stamp(msg), int(msg.chunk_length))
-                )
+            record = self._record
+            if record is None or seen.length <= 0:
+                return
+            if any(c.stamp_ns == seen.stamp_ns and c.length == seen.length for c in record.chunks):
+                return  # policy_server re-sent the running chunk after a stall (drivers.CHUNK_RESEND_S)
+            record.chunks.append(seen)
 
     def wait_for_graph(self, proc: subprocess.Popen, log: Path) -> None:
         deadline = time.monotonic() + GRAPH_START_LIMIT_S
@@ -218,15 +235,24 @@ def _stats(values: Sequence[float]) -> dict[str, float | None]:
     return {"median": round(float(np.median(arr)), 4), "max": round(float(arr.max()), 4)}
 
 
+def _could_follow(command: Sample, chunk: ChunkSeen) -> bool:
+    return command.arrived_s >= chunk.arrived_s and command.stamp_ns >= chunk.stamp_ns
+
+
 def boundary_metrics(record: GoalRecord, period_ns: int = PERIOD_NS) -> dict[str, Any]:
     """Periods without a command, per-boundary gaps and command jumps of one goal (see the module doc)."""
     # Action commands, one per answered state, from the first chunk on. A hold re-sends one latched target
     # every cycle, so a command equal to its neighbour is a hold (two actions never give identical targets).
-    started = record.chunks[0].arrived_s if record.chunks else float("inf")
+    # A chunk's actions answer the state it was inferred from or later ones, so a command that arrived
+    # before a chunk, or answers an earlier state, cannot be that chunk's (arrival alone once misled this).
+    if not record.chunks:
+        return {"commands": 0, "periods": 0, "without_command": 0, "boundaries": []}
+    first_chunk = record.chunks[0]
     ordered: list[Sample] = []
     for c in sorted(record.commands, key=lambda s: s.arrived_s):
-        if c.arrived_s >= started and not (ordered and c.stamp_ns <= ordered[-1].stamp_ns):
-            ordered.append(c)  # (a re-send for a state already answered is dropped)
+        if not _could_follow(c, first_chunk) or (ordered and c.stamp_ns <= ordered[-1].stamp_ns):
+            continue  # (a re-send for a state already answered is dropped)
+        ordered.append(c)
     commands = [
         c
         for i, c in enumerate(ordered)
@@ -245,10 +271,9 @@ def boundary_metrics(record: GoalRecord, period_ns: int = PERIOD_NS) -> dict[str
     # are one stall).
     pairs: dict[int, int] = {}
     for chunk in record.chunks[1:]:
-        before = [c for c in commands if c.arrived_s < chunk.arrived_s]
-        after = [c for c in commands if c.arrived_s >= chunk.arrived_s]
-        if before and after:
-            pairs[after[0].stamp_ns] = before[-1].stamp_ns
+        taking_over = next((i for i, c in enumerate(commands) if _could_follow(c, chunk)), None)
+        if taking_over:  # (None: no command after it; 0: nothing before it)
+            pairs[commands[taking_over].stamp_ns] = commands[taking_over - 1].stamp_ns
     gaps = [max(0, round((nxt - prev) / period_ns) - 1) for nxt, prev in sorted(pairs.items())]
     boundary_stamps = set(pairs)
 
