@@ -3,7 +3,9 @@
 A continuous check of a behaviour-cloned base that answers long before task success does: if the error of the
 first action of a chunk is as large as the action itself, the policy has not learned where to go. For a
 checkpoint with an auxiliary focus head (`--aux-weight`) on data with focus.* columns, it also prints how far
-the head's estimate of the object and target offsets is from the truth.
+the head's estimate of the object and target offsets is from the truth; for one with text keypoints on data
+with the focus pixel columns (`--keypoint-weight`), how far keypoints 0 and 1 of each camera are from where
+the object and target appear.
 
     .venv/bin/python scripts/greedy_action_error.py --ckpt runs/base_v3/ckpt2000 --data runs/base_v3/data/pretrain
 """
@@ -48,12 +50,21 @@ def main() -> None:
     print(f"  first action |target| x y z (mm): {mm(np.abs(targets[:, 0, :3]).mean(0))}")
     print(f"  first action |error| yaw (mrad): {error[:, 0, 5].mean() * 1000:.1f}")
     print(f"  gripper sign wrong, whole chunk: {(error[:, :, 6] > 1).mean():.3f}")
-    if policy.config.aux_dim and demos.focus is not None:
-        estimates = []
-        with torch.no_grad():
-            for i in range(0, len(frames), 32):
-                inputs = policy.preprocess(demos.observations(frames[i : i + 32]), train=False)
-                estimates.append(policy.forward_with_aux(inputs)[1].numpy() * AUX_SCALE_M)
+    pixels = demos.focus_pixels(policy.config.cameras)
+    wants_focus = policy.config.aux_dim and demos.focus is not None
+    wants_points = policy.config.text_keypoints >= 2 and pixels is not None
+    if not (wants_focus or wants_points):
+        return
+    estimates, points = [], []
+    with torch.no_grad():
+        for i in range(0, len(frames), 32):
+            inputs = policy.preprocess(demos.observations(frames[i : i + 32]), train=False)
+            out = policy.forward_with_aux(inputs)
+            if wants_focus:
+                estimates.append(out.focus.numpy() * AUX_SCALE_M)
+            if wants_points:
+                points.append(out.text_keypoints[:, :, :2].numpy())
+    if wants_focus:
         truth = demos.focus[frames]
         focus_error = np.abs(np.concatenate(estimates) - truth)
         print(f"  focus object |error| x y z (mm): {mm(focus_error[:, :3].mean(0))}")
@@ -67,6 +78,25 @@ def main() -> None:
                 f"  approach frames ({far.sum()}): object |error| x y (mm) {mm(focus_error[far, :2].mean(0))}, "
                 f"|offset| {mm(np.abs(truth[far, :2]).mean(0))}, best constant's error {mm(guess)}"
             )
+    if wants_points:
+        # Text keypoints 0 and 1 of each camera against where the object and target appear (in pixels).
+        half = policy.config.image_size / 2
+        found, truth_px = np.concatenate(points), pixels[frames] / policy.config.center_crop
+        for c, cam in enumerate(policy.config.cameras):
+            for k, what in enumerate(("object", "target")):
+                seen = (np.abs(truth_px[:, c, k]) <= 1).all(axis=1)
+                if not seen.any():
+                    continue
+                err = np.linalg.norm(found[seen, c, k] - truth_px[seen, c, k], axis=1).mean() * half
+                const = (
+                    np.linalg.norm(
+                        truth_px[seen, c, k] - np.median(truth_px[seen, c, k], axis=0), axis=1
+                    ).mean()
+                    * half
+                )
+                print(
+                    f"  keypoint {cam}/{what} ({seen.sum()} in view): {err:.1f} px off, best constant {const:.1f} px"
+                )
 
 
 if __name__ == "__main__":

@@ -59,3 +59,15 @@ FOCUS_FEATURES: tuple[str, ...] = (
     *(f"focus.object_d{a}" for a in "xyz"),
     *(f"focus.target_d{a}" for a in "xyz"),
 )
+
+
+def focus_pixel_features(cameras: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Where that object and target appear in each camera's image, per frame (svrl_sim.projection): (x, y),
+    -1 to 1 across the image, x to the right, y down; beyond ±1 = out of view. `svrl pretrain/sft
+    --keypoint-weight` teaches a policy's first two text keypoints per camera to sit on them."""
+    return tuple(
+        f"focus.{what}_px_{cam}_{axis}" for cam in cameras for what in ("object", "target") for axis in "xy"
+    )
+
+
+FOCUS_PIXEL_FEATURES: tuple[str, ...] = focus_pixel_features(CAMERAS)

@@ -28,6 +28,7 @@ from svrl_policy.checkpoint import (
 from svrl_policy.codec import ActionCodec
 from svrl_policy.config import WORD_BUCKETS, PolicyConfig
 from svrl_policy.models import build_model, count_parameters
+from svrl_policy.models.tiny import AuxiliaryOutputs
 from svrl_policy.preprocess import ModelInputs, Preprocessor, ProprioStats
 from svrl_policy.sampling import sample_tokens, token_entropy, token_log_probs
 from svrl_policy.tokenizer import ByteTokenizer, HFTokenizer, TextTokenizer, WordTokenizer
@@ -156,11 +157,12 @@ class Policy(nn.Module):
         """ModelInputs -> logits float32[B, K*D, num_bins]."""
         return self.model(**inputs).float()
 
-    def forward_with_aux(self, inputs: ModelInputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits float32[B, K*D, num_bins], auxiliary head float32[B, aux_dim]): training and diagnostics
-        only; acting never computes the head (models/tiny.py)."""
-        logits, aux = self.model(**inputs, with_aux=True)
-        return logits.float(), aux.float()
+    def forward_with_aux(self, inputs: ModelInputs) -> AuxiliaryOutputs:
+        """Logits float32[B, K*D, num_bins], the auxiliary head's float32[B, aux_dim] and the text keypoints
+        float32[B, C, K, 2] (each None where the model has none): training and diagnostics only; acting never
+        computes the head (models/tiny.py)."""
+        out = self.model(**inputs, with_aux=True)
+        return AuxiliaryOutputs(*(t.float() if t is not None else None for t in out))
 
     def _inputs(self, batch: Mapping[str, Any]) -> ModelInputs:
         if is_model_inputs(batch):

@@ -200,9 +200,19 @@ class Preprocessor:
 
 def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """DrQ-style augmentation: replicate-pad by `pad` px, then crop each sample at a random offset."""
+    return shift_images(x, pad, random_shift_offsets(x.shape[0], pad, generator))
+
+
+def random_shift_offsets(n: int, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(n, 2) crop offsets (row, column) in [0, 2 * pad] for `shift_images`."""
+    return torch.randint(0, 2 * pad + 1, (n, 2), generator=generator)
+
+
+def shift_images(x: torch.Tensor, pad: int, offsets: torch.Tensor) -> torch.Tensor:
+    """Replicate-pad (n, c, h, w) images by `pad` px and crop sample i at offsets[i] = (row, column): image
+    content moves by (pad - offset) pixels, which is how a caller moves labels drawn on the image."""
     n, _, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator)
     out = torch.empty_like(x)
     for i in range(n):
         dy, dx = int(offsets[i, 0]), int(offsets[i, 1])

@@ -6,8 +6,9 @@ expert fails from an init state, the next unused state of the same split is trie
 and written in a fixed order by this process, so the same command writes the same dataset.
 
 Frame t of an episode holds the observation the expert acted on and the action it took, and (columns
-`focus.*`) where the object and target of the expert's current skill were relative to the gripper: privileged
-state a simulator knows for free, which `svrl pretrain --aux-weight` uses to teach localisation.
+`focus.*`) where the object and target of the expert's current skill were relative to the gripper and where
+they appeared in each camera's image: privileged state a simulator knows for free, which `svrl pretrain
+--aux-weight` and `--keypoint-weight` use to teach localisation.
 
 `noise` (DART, Laskey et al. 2017): the arm executes the expert's action plus Gaussian noise, while the frame
 records the expert's clean action. Noise-free demos only show states on the expert's own path, so a cloned
@@ -73,11 +74,12 @@ def record_episodes(
     task: str, split: str, indices: list[int], image_size: int, action_space: str, noise: float = 0.0
 ) -> list[tuple[int, dict[str, Any] | None]]:
     """Expert episodes from the given init states: (index, arrays) or (index, None) when it failed."""
-    from svrl_policy.features import FOCUS_FEATURES
+    from svrl_policy.features import FOCUS_FEATURES, focus_pixel_features
     from svrl_sim.tasks import InitState
 
     check_demo_noise(noise, action_space)
     env = _worker_env(image_size, action_space)
+    columns = (*FOCUS_FEATURES, *focus_pixel_features(env.cameras))
     out: list[tuple[int, dict[str, Any] | None]] = []
     for index in indices:
         obs, _ = env.reset(task, InitState(split, index))
@@ -91,7 +93,7 @@ def record_episodes(
                 frames[c].append(obs["images"][c])
             proprio.append(obs["proprio"])
             actions.append(action)
-            focus.append(env.expert_focus())
+            focus.append(np.concatenate([env.expert_focus(), env.expert_focus_pixels()]))
             executed = action if perturb is None else action + perturb().astype(action.dtype)
             obs, _, terminated, truncated, _ = env.step(executed)
         if not terminated:
@@ -104,7 +106,7 @@ def record_episodes(
                     "images": {c: np.stack(v) for c, v in frames.items()},
                     "proprio": np.stack(proprio).astype(np.float32),
                     "actions": np.stack(actions).astype(np.float32),
-                    "extra": dict(zip(FOCUS_FEATURES, np.stack(focus).T, strict=True)),
+                    "extra": dict(zip(columns, np.stack(focus).T, strict=True)),
                 },
             )
         )
@@ -145,7 +147,7 @@ def write_demos(
 
     `noise` > 0: DART noise (metres, standard deviation) on the executed translation, see the module doc."""
     from svrl_policy.dataset import DatasetWriter  # the dataset format belongs to svrl_policy
-    from svrl_policy.features import FOCUS_FEATURES
+    from svrl_policy.features import FOCUS_FEATURES, focus_pixel_features
     from svrl_sim.constants import ACTION_DIMS, CAMERAS, DEFAULT_CONTROL_HZ
     from svrl_sim.rendering import ensure_gl_backend
     from svrl_sim.tasks import get_task, num_init_states
@@ -200,7 +202,7 @@ def write_demos(
             action_dim=ACTION_DIMS[action_space],
             action_space=action_space,
             overwrite=overwrite,
-            extra_features=dict.fromkeys(FOCUS_FEATURES, "float32"),
+            extra_features=dict.fromkeys((*FOCUS_FEATURES, *focus_pixel_features(CAMERAS)), "float32"),
         ) as writer:
             jobs = [job for t in tasks for job in _jobs(t, 0, per_task)]
             while jobs:

@@ -35,6 +35,7 @@ from svrl_sim.episode import EpisodeNotRunningError, EpisodeRules, check_env_con
 from svrl_sim.experts import ScriptedExpert
 from svrl_sim.goals import SceneView
 from svrl_sim.kinematics import ArmKinematics
+from svrl_sim.projection import project_point
 from svrl_sim.rendering import shared_renderer
 from svrl_sim.scene import PHYSICS_DT, SceneIndex, build_model, yaw_quat
 from svrl_sim.tasks import InitState, Task, scene_init
@@ -132,6 +133,20 @@ class SimEnv(EpisodeRules):
         self._require_running()
         assert self._expert is not None
         return self._expert.focus_offsets(self.view).astype(np.float32)
+
+    def expert_focus_pixels(self) -> np.ndarray:
+        """Where the expert's current object and target appear in each camera: for every camera of
+        `self.cameras`, (object x, y, target x, y), in view within [-1, 1] (svrl_sim.projection)."""
+        self._require_running()
+        assert self._expert is not None
+        points = self._expert.focus_points(self.view)
+        return np.concatenate(
+            [
+                project_point(self.model, self.data, self.index.camera_ids[cam], point)
+                for cam in self.cameras
+                for point in points
+            ]
+        ).astype(np.float32)
 
     def render(self) -> dict[str, np.ndarray]:
         """Images of every configured camera for the current state (uint8 HxWx3)."""

@@ -450,18 +450,23 @@ class ScriptedExpert:
         self.skills = [make_skill(g, task.objects, dt) for g in task.goals]
         self.current = 0
 
-    def focus_offsets(self, view: SceneView) -> np.ndarray:
-        """Where the current skill's object and target are, relative to the gripper: (object - tcp, target -
-        tcp), 6 floats (m), recorded with demos (svrl_policy.features.FOCUS_FEATURES) as privileged training
-        signal. A policy that learns to predict it from pixels has learned to find the named object, which
-        behaviour cloning of 5-mm steps alone teaches slowly. Call after `act`, which moves past finished
-        skills."""
+    def focus_points(self, view: SceneView) -> tuple[np.ndarray, np.ndarray]:
+        """World positions (m) of the current skill's object and target. Call after `act`, which moves
+        past finished skills."""
         goal = self.task.goals[min(self.current, len(self.skills) - 1)]
         obj = goal.obj or goal.target
         target = "pad" if goal.kind == "on_pad" else (goal.target or goal.obj)
         assert obj is not None and target is not None, f"goal {goal} names no object"
+        return view.pos(obj), view.pos(target)
+
+    def focus_offsets(self, view: SceneView) -> np.ndarray:
+        """Where the current skill's object and target are, relative to the gripper: (object - tcp, target -
+        tcp), 6 floats (m), recorded with demos (svrl_policy.features.FOCUS_FEATURES) as privileged training
+        signal. A policy that learns to predict it from pixels has learned to find the named object, which
+        behaviour cloning of 5-mm steps alone teaches slowly."""
+        obj, target = self.focus_points(view)
         tcp = view.tcp_pos()
-        return np.concatenate([view.pos(obj) - tcp, view.pos(target) - tcp])
+        return np.concatenate([obj - tcp, target - tcp])
 
     def act(self, view: SceneView) -> np.ndarray:
         while self.current < len(self.skills):

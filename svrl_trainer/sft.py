@@ -40,15 +40,17 @@ from svrl_policy.features import (
     OBS_IMAGES,
     OBS_INSTRUCTION,
     OBS_PROPRIO,
+    focus_pixel_features,
 )
 from svrl_policy.policy import Policy, build_tokenizer
-from svrl_policy.preprocess import ProprioStats
+from svrl_policy.preprocess import ProprioStats, random_shift_offsets, shift_images
 from svrl_trainer.sft_state import SFTProgress, prepare_output, restore_generators, write_state
 
 log = logging.getLogger(__name__)
 
 _DECODE_ALL_BYTES = 2 << 30  # datasets whose decoded frames fit in 2 GB are decoded once, up front
 AUX_SCALE_M = 0.1  # focus offsets are regressed in units of 10 cm: O(1) numbers across the table
+KEYPOINT_SCALE = 0.1  # keypoint positions are regressed in units of a 20th of the image (4.8 px at 96 px)
 
 
 @dataclass
@@ -67,6 +69,7 @@ class SFTConfig:
     grad_clip: float = 1.0
     label_sigma: float = 0.0  # > 0: soft ordinal targets, a Gaussian of this width (in bins) around the label
     aux_weight: float = 0.0  # > 0: also regress the auxiliary head onto the data's `focus.*` columns
+    keypoint_weight: float = 0.0  # > 0: also pull the first two text keypoints onto the focus pixels
     augment: bool = True
     seed: int = 0
     threads: int | None = None
@@ -94,8 +97,10 @@ class SFTConfig:
             raise ValueError(f"SFTConfig.label_sigma = {self.label_sigma}: must be in [0, 64] bins")
         if not self.data:
             raise ValueError("SFTConfig.data: give at least one dataset directory")
-        if not 0.0 <= self.aux_weight <= 100.0 or not math.isfinite(self.aux_weight):
-            raise ValueError(f"SFTConfig.aux_weight = {self.aux_weight}: must be in [0, 100]")
+        for name in ("aux_weight", "keypoint_weight"):
+            weight = getattr(self, name)
+            if not 0.0 <= weight <= 100.0 or not math.isfinite(weight):
+                raise ValueError(f"SFTConfig.{name} = {weight}: must be in [0, 100]")
 
 
 @dataclass
@@ -179,6 +184,16 @@ class DemoFrames:
             if has_focus
             else None
         )
+        pixel_columns = focus_pixel_features(self.camera_names)
+        has_pixels = all(all(f in ds.extra for f in pixel_columns) for ds in datasets)
+        # (N, cameras, 2 (object, target), 2 (x, y)) in the datasets' camera order
+        self._focus_pixels = (
+            np.concatenate(
+                [np.stack([ds.extra[f] for f in pixel_columns], axis=1) for ds in datasets]
+            ).reshape(-1, len(self.camera_names), 2, 2)
+            if has_pixels
+            else None
+        )
         n_bytes = len(self) * len(self.camera_names) * int(np.prod(first.image_shape)) * 3
         self._images: dict[str, np.ndarray] | None = None
         if n_bytes <= _DECODE_ALL_BYTES:
@@ -186,6 +201,14 @@ class DemoFrames:
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
+
+    def focus_pixels(self, cameras: Sequence[str]) -> np.ndarray | None:
+        """(N, len(cameras), 2, 2): where the focus object and target appear in each camera's image
+        (svrl_policy.features.focus_pixel_features), in the order of `cameras`; None if any dataset lacks
+        the columns."""
+        if self._focus_pixels is None:
+            return None
+        return self._focus_pixels[:, [self.camera_names.index(c) for c in cameras]]
 
     @property
     def num_episodes(self) -> int:
@@ -254,6 +277,7 @@ def build_policy(cfg: SFTConfig, demos: DemoFrames) -> Policy:
         )
     _check_compatible(policy.config, demos)
     _check_aux(cfg, policy.config, demos)
+    _check_keypoints(cfg, policy.config, demos)
     return policy
 
 
@@ -270,6 +294,43 @@ def _check_aux(cfg: SFTConfig, config: PolicyConfig, demos: DemoFrames) -> None:
             f"aux_weight={cfg.aux_weight} needs a policy with an auxiliary head of {len(FOCUS_FEATURES)} outputs; "
             f"this one has aux_dim={config.aux_dim} (a fresh policy gets one; --init keeps its checkpoint's)"
         )
+
+
+def _check_keypoints(cfg: SFTConfig, config: PolicyConfig, demos: DemoFrames) -> None:
+    if not cfg.keypoint_weight:
+        return
+    if demos.focus_pixels(config.cameras) is None:
+        columns = focus_pixel_features(config.cameras)
+        raise ValueError(
+            f"keypoint_weight={cfg.keypoint_weight} needs the {columns[0]} ... {columns[-1]} columns in every "
+            "dataset (`svrl demos` records them); these datasets lack them: pass --keypoint-weight 0"
+        )
+    if config.text_keypoints < 2:
+        raise ValueError(
+            f"keypoint_weight={cfg.keypoint_weight} teaches the first two text keypoints per camera (object, "
+            f"target); this policy has text_keypoints={config.text_keypoints} (use a preset with them, "
+            "e.g. tiny96tk)"
+        )
+
+
+def keypoint_targets(
+    pixels: np.ndarray, center_crop: float, shifts: torch.Tensor | None, pad: int, image_size: int
+) -> torch.Tensor:
+    """Focus pixels (B, C, 2, 2) as the model sees them: scaled by its centre crop, moved with each
+    camera's random shift (`shifts` (C, B, 2) row/column crop offsets of svrl_policy.preprocess.shift_images)."""
+    xy = torch.from_numpy(pixels).float() / center_crop
+    if shifts is not None:
+        moved = (pad - shifts.float()) * 2.0 / image_size  # (C, B, 2) as (row, column)
+        xy = xy + moved.flip(-1).permute(1, 0, 2)[:, :, None, :]  # (B, C, 1, 2) as (x, y)
+    return xy
+
+
+def keypoint_loss(predicted: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Smooth-L1 (in KEYPOINT_SCALE units) over the points in view (|x|, |y| <= 1); 0 if none is."""
+    in_view = (targets.abs() <= 1.0).all(dim=-1)  # (B, C, 2)
+    if not bool(in_view.any()):
+        return predicted.sum() * 0.0
+    return F.smooth_l1_loss(predicted[in_view] / KEYPOINT_SCALE, targets[in_view] / KEYPOINT_SCALE)
 
 
 def _align_config_with_data(config: PolicyConfig, demos: DemoFrames) -> PolicyConfig:
@@ -354,12 +415,15 @@ def train_sft(cfg: SFTConfig) -> SFTResult:
         policy = Policy.from_pretrained(cfg.out, device=cfg.device)
         _check_compatible(policy.config, demos)
         _check_aux(cfg, policy.config, demos)
+        _check_keypoints(cfg, policy.config, demos)
         progress = resume.progress
     if not cfg.aux_weight:
         policy.freeze_auxiliary_head()  # a fine-tune without the loss leaves a base's aux head as it was
     targets = policy.codec.tokenize(demos.targets).reshape(len(demos), -1)  # (N, K*D) int64
     optimizer = make_optimizer(policy.model, cfg)
     soft_targets = ordinal_label_kernel(policy.config.num_bins, cfg.label_sigma) if cfg.label_sigma else None
+    pixels = demos.focus_pixels(policy.config.cameras) if cfg.keypoint_weight else None
+    pad = policy.config.augment_shift if cfg.augment else 0
     if resume is not None:
         optimizer.load_state_dict(resume.optimizer_state)
         restore_generators(resume.rng, rng, gen)  # last: building the policy drew from torch's generator
@@ -372,6 +436,7 @@ def train_sft(cfg: SFTConfig) -> SFTResult:
         "batch_size": cfg.batch_size,
         "lr": cfg.lr,
         "aux_weight": cfg.aux_weight,
+        "keypoint_weight": cfg.keypoint_weight,
     }
 
     def save(final: bool) -> Path:
@@ -394,18 +459,42 @@ def train_sft(cfg: SFTConfig) -> SFTResult:
         for group in optimizer.param_groups:
             group["lr"] = lr
         frames = rng.integers(0, len(demos), cfg.batch_size)
-        inputs = policy.preprocess(demos.observations(frames), train=cfg.augment, generator=gen)
+        obs = demos.observations(frames)
+        shifts = None
+        if pixels is None:
+            inputs = policy.preprocess(obs, train=cfg.augment, generator=gen)
+        else:  # the same random shift, drawn here so the keypoint targets can move with the image
+            inputs = policy.preprocess(obs, train=False)
+            if pad:
+                images = inputs["pixel_values"]  # (B, C, 3, S, S)
+                shifts = torch.stack(
+                    [random_shift_offsets(len(frames), pad, gen) for _ in range(images.shape[1])]
+                )
+                inputs["pixel_values"] = torch.stack(
+                    [shift_images(images[:, c], pad, shifts[c]) for c in range(images.shape[1])], dim=1
+                )
         tokens = torch.from_numpy(targets[frames]).to(policy.device)  # (B, K*D)
-        if cfg.aux_weight:
-            logits, aux = policy.forward_with_aux(inputs)
-            focus = torch.from_numpy(demos.focus[frames]).to(aux.device)
-            aux_loss = F.smooth_l1_loss(aux, focus / AUX_SCALE_M)
+        aux_loss = kp_loss = None
+        if cfg.aux_weight or pixels is not None:
+            logits, focus_out, named = policy.forward_with_aux(inputs)
+            if cfg.aux_weight:
+                assert focus_out is not None
+                focus = torch.from_numpy(demos.focus[frames]).to(focus_out.device)
+                aux_loss = F.smooth_l1_loss(focus_out, focus / AUX_SCALE_M)
+            if pixels is not None:
+                assert named is not None
+                goal = keypoint_targets(
+                    pixels[frames], policy.config.center_crop, shifts, pad, policy.config.image_size
+                )
+                kp_loss = keypoint_loss(named[:, :, :2], goal.to(named.device))
         else:
-            logits, aux_loss = policy(inputs), None  # (B, K*D, num_bins)
+            logits = policy(inputs)  # (B, K*D, num_bins)
         hard_ce = F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
         loss = hard_ce if soft_targets is None else soft_cross_entropy(logits, soft_targets[tokens])
         if aux_loss is not None:
             loss = loss + cfg.aux_weight * aux_loss
+        if kp_loss is not None:
+            loss = loss + cfg.keypoint_weight * kp_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.model.parameters(), cfg.grad_clip)
@@ -418,6 +507,8 @@ def train_sft(cfg: SFTConfig) -> SFTResult:
         progress.run_acc += (logits.detach().argmax(-1) == tokens).float().mean().item()
         if aux_loss is not None:
             progress.run_aux += aux_loss.item()
+        if kp_loss is not None:
+            progress.run_kp += kp_loss.item()
         progress.run_n += 1
         if bar is not None:
             bar.update(1)
@@ -429,12 +520,15 @@ def train_sft(cfg: SFTConfig) -> SFTResult:
             if aux_loss is not None:
                 entry["aux"] = progress.run_aux / progress.run_n
                 aux_note = f"  loss/aux {entry['aux']:.4f}"
+            if kp_loss is not None:
+                entry["keypoints"] = progress.run_kp / progress.run_n
+                aux_note += f"  loss/keypoints {entry['keypoints']:.4f}"
             progress.history.append(entry)
             log.info(
                 "step %d/%d  loss/ce %.4f  loss/token_acc %.3f%s  lr %.2e  perf/steps_per_s %.2f",
                 step + 1, cfg.steps, entry["loss"], entry["token_acc"], aux_note, lr, (step + 1 - start) / (time.perf_counter() - t0),
             )  # fmt: skip
-            progress.run_loss = progress.run_acc = progress.run_aux = 0.0
+            progress.run_loss = progress.run_acc = progress.run_aux = progress.run_kp = 0.0
             progress.run_n = 0
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
             save(final=False)

@@ -46,6 +46,14 @@ def _add_training_args(p: argparse.ArgumentParser, *, steps: int, batch_size: in
         "added to the cross-entropy (default 0: off, as the paper)",
     )
     p.add_argument(
+        "--keypoint-weight",
+        type=float,
+        default=None,
+        help="also pull the policy's first two text keypoints per camera onto where the named object and "
+        "its target appear in the image (the focus.*_px_* columns simulated demos carry; needs a preset "
+        "with text keypoints, e.g. tiny96tk); this weight times its smooth-L1 loss is added (default 0: off)",
+    )
+    p.add_argument(
         "--no-augment", dest="augment", action="store_false", help="disable random-shift augmentation"
     )
     p.add_argument(

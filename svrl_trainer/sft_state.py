@@ -75,6 +75,7 @@ class SFTProgress:
     run_loss: float = 0.0
     run_acc: float = 0.0
     run_aux: float = 0.0  # auxiliary loss (aux_weight > 0); states saved before it existed resume at 0
+    run_kp: float = 0.0  # keypoint loss (keypoint_weight > 0); likewise
     run_n: int = 0
 
 

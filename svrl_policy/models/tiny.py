@@ -19,13 +19,15 @@ Auxiliary head (optional, `aux_dim` > 0): one more query token after the action 
 head into `aux_dim` numbers that the SFT loss regresses onto privileged simulator state (where the named
 object is). It reads every layer the action queries read, so what it must learn (localisation) is learned by
 the trunk the actions use; no other token attends to it, so the action logits are identical with or without
-it, and acting never computes it (`with_aux=False`, the default and the export path).
+it, and acting never computes it (`with_aux=False`, the default and the export path). The same call also
+returns the text keypoints, which `--keypoint-weight` teaches to sit on the named object and target.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +35,14 @@ from torch import nn
 
 from svrl_policy.config import WORD_BUCKETS, PolicyConfig
 from svrl_policy.tokenizer import ByteTokenizer, WordTokenizer
+
+
+class AuxiliaryOutputs(NamedTuple):
+    """What a training-time forward (`with_aux=True`) returns besides acting's logits."""
+
+    logits: torch.Tensor  # (B, K*D, num_bins), the same as a plain forward's
+    focus: torch.Tensor | None  # (B, aux_dim) from the auxiliary head; None without one
+    text_keypoints: torch.Tensor | None  # (B, C, K, 2) in [-1, 1] (x right, y down); None without them
 
 
 class ConvStem(nn.Module):
@@ -222,8 +232,9 @@ class TinyVLA(nn.Module):
         attention_mask: torch.Tensor,  # (B, L) bool, False = padding
         proprio: torch.Tensor | None = None,  # (B, P) normalised
         with_aux: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Action logits (B, K*D, num_bins); with `with_aux`, also the auxiliary head's (B, aux_dim)."""
+    ) -> torch.Tensor | AuxiliaryOutputs:
+        """Action logits (B, K*D, num_bins); with `with_aux`, AuxiliaryOutputs (logits, the auxiliary head's
+        output, the text keypoints)."""
         B, C = pixel_values.shape[:2]
         L = input_ids.shape[1]
         d = self.config.width
@@ -240,17 +251,20 @@ class TinyVLA(nn.Module):
         if self.keypoints is not None:
             points = self.keypoints(fine).reshape(B, -1, 2)  # (B, C*M, 2)
             img = torch.cat([img, self.keypoint_proj(points) + self.keypoint_emb], dim=1)
+        named = None
         if self.text_keypoints is not None:
-            named = self.text_keypoints(fine, txt, pad).reshape(B, -1, 2)  # (B, C*K, 2)
-            img = torch.cat([img, self.text_keypoint_proj(named) + self.text_keypoint_emb], dim=1)
+            named = self.text_keypoints(fine, txt, pad)  # (B, C, K, 2)
+            flat = named.reshape(B, -1, 2)
+            img = torch.cat([img, self.text_keypoint_proj(flat) + self.text_keypoint_emb], dim=1)
         parts = [img, txt]
         if self.proprio_proj is not None:
             assert proprio is not None, "this model was configured with proprio_dim > 0: pass proprio"
             parts.append(self.proprio_proj(proprio).unsqueeze(1))  # (B, 1, d)
         parts.append(self.action_queries.expand(B, -1, -1))  # (B, K*D, d)
-        if with_aux:
-            if self.aux_query is None:
-                raise ValueError("this model has no auxiliary head (aux_dim = 0)")
+        with_query = with_aux and self.aux_query is not None
+        if with_aux and not with_query and named is None:
+            raise ValueError("this model has no auxiliary head (aux_dim = 0) and no text keypoints")
+        if with_query:
             parts.append(self.aux_query.expand(B, -1, -1))  # (B, 1, d)
         x = torch.cat(parts, dim=1)  # (B, N, d)
 
@@ -259,7 +273,7 @@ class TinyVLA(nn.Module):
         n_before, n_after = img.shape[1], N - img.shape[1] - L
         zeros = x.new_zeros
         mask = torch.cat([zeros(B, n_before), pad, zeros(B, n_after)], dim=1)[:, None, None, :]
-        if with_aux:  # no token attends to the aux query: the action logits are the same with or without it
+        if with_query:  # no token attends to the aux query: the action logits are the same with or without it
             mask = mask.clone()
             mask[..., -1] = -1e4
 
@@ -268,7 +282,8 @@ class TinyVLA(nn.Module):
             x = block(x, mask, B)
         x = self.norm(x.view(B, N, d))
         n_act = self.config.num_action_tokens
-        if with_aux:
+        if with_query:
             assert self.aux_head is not None
-            return self.head(x[:, -1 - n_act : -1]), self.aux_head(x[:, -1])  # (B, K*D, bins), (B, aux)
-        return self.head(x[:, -n_act:])  # (B, K*D, num_bins)
+            return AuxiliaryOutputs(self.head(x[:, -1 - n_act : -1]), self.aux_head(x[:, -1]), named)
+        logits = self.head(x[:, -n_act:])  # (B, K*D, num_bins)
+        return AuxiliaryOutputs(logits, None, named) if with_aux else logits

@@ -12,7 +12,7 @@ import torch
 from svrl_policy.codec import ActionCodec
 from svrl_policy.config import PolicyConfig, get_preset
 from svrl_policy.dataset import DatasetWriter
-from svrl_policy.features import FOCUS_FEATURES
+from svrl_policy.features import CAMERAS, FOCUS_FEATURES, focus_pixel_features
 from svrl_policy.policy import Policy
 from svrl_policy.preprocess import ProprioStats
 
@@ -51,10 +51,12 @@ def write_reach_dataset(
     """Synthetic 'reach' demonstrations: the action moves the end effector (proprio ee_pos) towards a goal
     chosen by the instruction, and the image shows a bright square at the goal. Learnable from proprio +
     language, so a few dozen SFT steps must lower the loss. `focus`: also the privileged focus.* columns
-    (the goal relative to the end effector, as object and as target)."""
+    (the goal relative to the end effector, as object and as target; where the square appears in each
+    camera's image, as object and as target)."""
     rng = np.random.default_rng(seed)
     goals = {"reach left": np.array([0.2, -0.2, 0.1]), "reach right": np.array([-0.2, 0.2, 0.15])}
-    extra_features = dict.fromkeys(FOCUS_FEATURES, "float32") if focus else None
+    columns = (*FOCUS_FEATURES, *focus_pixel_features(CAMERAS))
+    extra_features = dict.fromkeys(columns, "float32") if focus else None
     with DatasetWriter(root, image_shape=(image_size, image_size), extra_features=extra_features) as writer:
         for e in range(episodes):
             instruction = list(goals)[e % 2]
@@ -70,7 +72,9 @@ def write_reach_dataset(
                 img = np.zeros((image_size, image_size, 3), np.uint8)
                 c = int((goal[0] + 0.25) / 0.5 * (image_size - 8))
                 img[c : c + 8, c : c + 8] = 255
-                offsets.append(np.concatenate([goal - pos, goal - pos]))
+                centre = (c + 4) / image_size * 2 - 1  # the square's centre, x = y, in [-1, 1]
+                main_xy, wrist_xy = [centre, centre], [centre, -centre]  # the wrist image is flipped
+                offsets.append(np.concatenate([goal - pos, goal - pos, main_xy * 2, wrist_xy * 2]))
                 pos = pos + a[:3]
                 proprio.append(p)
                 actions.append(a)
@@ -82,7 +86,7 @@ def write_reach_dataset(
                 actions=np.stack(actions),
                 instruction=instruction,
                 task_name=f"toy/{instruction.replace(' ', '_')}",
-                extra=dict(zip(FOCUS_FEATURES, np.stack(offsets).T, strict=True)) if focus else None,
+                extra=dict(zip(columns, np.stack(offsets).T, strict=True)) if focus else None,
             )
     return root
 

@@ -33,8 +33,8 @@ def test_the_aux_query_does_not_change_the_action_logits_and_export_ignores_it(t
     inputs = policy.preprocessor(obs)
     with torch.no_grad():
         plain = policy.model(**inputs)
-        logits, aux = policy.model(**inputs, with_aux=True)
-    assert aux.shape == (3, len(FOCUS_FEATURES))
+        logits, aux, points = policy.model(**inputs, with_aux=True)
+    assert aux.shape == (3, len(FOCUS_FEATURES)) and points is None  # (no text keypoints)
     torch.testing.assert_close(logits, plain, atol=1e-5, rtol=0)  # no token attends to the aux query
     ckpt = policy.save_pretrained(tmp_path / "aux")
     export_onnx(ckpt)
