@@ -100,6 +100,11 @@ class TextKeypoints(nn.Module):
     words, another the target's) into a filter over the stride-4 features. A fixed filter (SpatialSoftmax)
     finds the mean position of everything that matches it: between the red cube and the red can, or between
     two identical cubes, which is nowhere a gripper should go.
+
+    The match is a cosine similarity times a learned sharpness (initially 10), not a plain dot product: with
+    the small initial weights every layer here starts from, a dot product gives each keypoint a nearly
+    uniform softmax over all positions, whose gradient is vanishingly small, and the keypoints barely moved
+    (pulled onto the focus pixels, stem and keypoints alone, 400 steps: loss 1.72 against 0.45 with cosine).
     """
 
     def __init__(self, width: int, channels: int, num: int, size: int) -> None:
@@ -107,6 +112,7 @@ class TextKeypoints(nn.Module):
         self.word_queries = nn.Parameter(torch.zeros(num, width))
         self.to_filter = nn.Linear(width, channels)
         self.keys = nn.Conv2d(channels, channels, kernel_size=1)
+        self.log_sharpness = nn.Parameter(torch.tensor(math.log(10.0)))
         self.register_buffer("grid", pixel_grid(size), persistent=False)
 
     def forward(self, features: torch.Tensor, words: torch.Tensor, word_pad: torch.Tensor) -> torch.Tensor:
@@ -114,10 +120,10 @@ class TextKeypoints(nn.Module):
         -> (B, C, num, 2)."""
         B = words.shape[0]
         scores = (words @ self.word_queries.t()).transpose(1, 2) + word_pad[:, None, :]  # (B, num, L)
-        filters = self.to_filter(scores.softmax(dim=-1) @ words)  # (B, num, c)
-        keys = self.keys(features).flatten(2)  # (B*C, c, H*W)
+        filters = F.normalize(self.to_filter(scores.softmax(dim=-1) @ words), dim=-1)  # (B, num, c)
+        keys = F.normalize(self.keys(features), dim=1).flatten(2)  # (B*C, c, H*W)
         keys = keys.reshape(B, -1, keys.shape[1], keys.shape[2])  # (B, C, c, H*W)
-        attn = (filters.unsqueeze(1) @ keys).softmax(dim=-1)  # (B, C, num, H*W)
+        attn = (self.log_sharpness.exp() * (filters.unsqueeze(1) @ keys)).softmax(dim=-1)  # (B, C, num, H*W)
         return attn @ self.grid  # (B, C, num, 2)
 
 

@@ -21,12 +21,12 @@ def test_bench_learn_runs_every_stage_and_reports(tmp_path) -> None:
     limit = np.r_[[MAX_LINEAR_SPEED] * 3, [MAX_ANGULAR_SPEED] * 3] / DEFAULT_CONTROL_HZ
     base = tmp_path / "base"  # a random base stands in for pretraining (the bench's own first stage)
     Policy(
-        get_preset("tiny96"), ActionCodec(low=np.r_[-limit, -1.0], high=np.r_[limit, 1.0])
+        get_preset("debug"), ActionCodec(low=np.r_[-limit, -1.0], high=np.r_[limit, 1.0])
     ).save_pretrained(base)
     out = tmp_path / "bench"
     command = [
         sys.executable, "-m", "svrl.cli", "bench", "learn", "--out", str(out), "--base", str(base),
-        "--suite", "object", "--sft-steps", "2", "--baseline-demos-per-task", "2", "--grpo-minutes", "0.001",
+        "--suite", "object", "--image-size", "64", "--sft-steps", "2", "--baseline-demos-per-task", "2", "--grpo-minutes", "0.001",
         "--grpo-eval-every", "1", "--grpo-eval-episodes-per-task", "1", "--eval-episodes-per-task", "1",
         "--grpo-set", "grpo.groups_per_batch=1", "--grpo-set", "grpo.max_sampling_rounds=1",
         "--grpo-set", "env.num_envs=8", "--baseline-grpo-minutes", "0.001", "--json",
