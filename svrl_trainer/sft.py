@@ -313,6 +313,23 @@ def _check_keypoints(cfg: SFTConfig, config: PolicyConfig, demos: DemoFrames) ->
         )
 
 
+def preprocess_tracking_shifts(
+    policy: Policy, obs: dict[str, Any], pad: int, generator: torch.Generator
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """`policy.preprocess(obs, train=True)` with the random shift drawn here, so that labels drawn on the
+    image (the focus pixels) can move with it: (inputs, crop offsets (C, B, 2), or None when pad is 0)."""
+    inputs = policy.preprocess(obs, train=False)
+    if not pad:
+        return inputs, None
+    images = inputs["pixel_values"]  # (B, C, 3, S, S)
+    batch, cameras = images.shape[:2]
+    shifts = torch.stack([random_shift_offsets(batch, pad, generator) for _ in range(cameras)])
+    inputs["pixel_values"] = torch.stack(
+        [shift_images(images[:, c], pad, shifts[c]) for c in range(cameras)], dim=1
+    )
+    return inputs, shifts
+
+
 def keypoint_targets(
     pixels: np.ndarray, center_crop: float, shifts: torch.Tensor | None, pad: int, image_size: int
 ) -> torch.Tensor:
@@ -460,19 +477,10 @@ def train_sft(cfg: SFTConfig) -> SFTResult:
             group["lr"] = lr
         frames = rng.integers(0, len(demos), cfg.batch_size)
         obs = demos.observations(frames)
-        shifts = None
         if pixels is None:
-            inputs = policy.preprocess(obs, train=cfg.augment, generator=gen)
-        else:  # the same random shift, drawn here so the keypoint targets can move with the image
-            inputs = policy.preprocess(obs, train=False)
-            if pad:
-                images = inputs["pixel_values"]  # (B, C, 3, S, S)
-                shifts = torch.stack(
-                    [random_shift_offsets(len(frames), pad, gen) for _ in range(images.shape[1])]
-                )
-                inputs["pixel_values"] = torch.stack(
-                    [shift_images(images[:, c], pad, shifts[c]) for c in range(images.shape[1])], dim=1
-                )
+            inputs, shifts = policy.preprocess(obs, train=cfg.augment, generator=gen), None
+        else:
+            inputs, shifts = preprocess_tracking_shifts(policy, obs, pad, gen)
         tokens = torch.from_numpy(targets[frames]).to(policy.device)  # (B, K*D)
         aux_loss = kp_loss = None
         if cfg.aux_weight or pixels is not None:

@@ -12,7 +12,14 @@ from svrl_policy.dataset import LeRobotDataset
 from svrl_policy.features import CAMERAS, focus_pixel_features
 from svrl_policy.policy import Policy
 from svrl_policy.preprocess import shift_images
-from svrl_trainer.sft import DemoFrames, SFTConfig, keypoint_loss, keypoint_targets, train_sft
+from svrl_trainer.sft import (
+    DemoFrames,
+    SFTConfig,
+    keypoint_loss,
+    keypoint_targets,
+    preprocess_tracking_shifts,
+    train_sft,
+)
 from tests.policy.conftest import make_policy, write_reach_dataset
 
 TK = dict(tokenizer="word", max_text_len=16, text_keypoints=2)
@@ -52,6 +59,19 @@ def test_shifted_targets_stay_on_the_drawn_point() -> None:
             assert shifted[i, 0, row, col] == 1.0, (i, row, col)
     # a centre crop of 0.5 doubles the distance from the centre
     np.testing.assert_allclose(keypoint_targets(pixels, 0.5, None, 0, size).numpy(), pixels * 2)
+
+
+def test_tracking_the_shifts_changes_nothing_else() -> None:
+    """Same generator state, same images as the preprocessor's own training-time shift, to the bit."""
+    policy = make_policy("debug", **TK)
+    obs = policy.preprocessor.example_observation(batch=4, seed=3)
+    own = policy.preprocess(obs, train=True, generator=torch.Generator().manual_seed(7))
+    tracked, shifts = preprocess_tracking_shifts(
+        policy, obs, policy.config.augment_shift, torch.Generator().manual_seed(7)
+    )
+    assert shifts is not None and shifts.shape == (len(policy.config.cameras), 4, 2)
+    assert torch.equal(own["pixel_values"], tracked["pixel_values"])
+    assert preprocess_tracking_shifts(policy, obs, 0, torch.Generator())[1] is None
 
 
 def test_keypoint_loss_ignores_points_out_of_view() -> None:
