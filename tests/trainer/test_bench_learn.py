@@ -20,9 +20,9 @@ def test_bench_learn_runs_every_stage_and_reports(tmp_path) -> None:
 
     limit = np.r_[[MAX_LINEAR_SPEED] * 3, [MAX_ANGULAR_SPEED] * 3] / DEFAULT_CONTROL_HZ
     base = tmp_path / "base"  # a random base stands in for pretraining (the bench's own first stage)
-    Policy(
-        get_preset("debug"), ActionCodec(low=np.r_[-limit, -1.0], high=np.r_[limit, 1.0])
-    ).save_pretrained(base)
+    Policy(get_preset("debug"), ActionCodec(low=np.r_[-limit, -1.0], high=np.r_[limit, 1.0])).save_pretrained(
+        base
+    )
     out = tmp_path / "bench"
     command = [
         sys.executable, "-m", "svrl.cli", "bench", "learn", "--out", str(out), "--base", str(base),
