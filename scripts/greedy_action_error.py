@@ -19,7 +19,7 @@ import torch
 
 from svrl_policy.dataset import LeRobotDataset
 from svrl_policy.policy import Policy
-from svrl_trainer.sft import AUX_SCALE_M, DemoFrames
+from svrl_trainer.sft import AUX_SCALE_M, DemoFrames, in_view
 
 
 def main() -> None:
@@ -84,7 +84,7 @@ def main() -> None:
         found, truth_px = np.concatenate(points), pixels[frames] / policy.config.center_crop
         for c, cam in enumerate(policy.config.cameras):
             for k, what in enumerate(("object", "target")):
-                seen = (np.abs(truth_px[:, c, k]) <= 1).all(axis=1)
+                seen = in_view(truth_px[:, c, k])
                 if not seen.any():
                     continue
                 err = np.linalg.norm(found[seen, c, k] - truth_px[seen, c, k], axis=1).mean() * half

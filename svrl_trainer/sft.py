@@ -342,12 +342,17 @@ def keypoint_targets(
     return xy
 
 
+def in_view(points: Any) -> Any:
+    """(..., 2) image positions -> (...) bool: inside the image (|x|, |y| <= 1; svrl_sim.projection)."""
+    return (abs(points) <= 1.0).all(-1)
+
+
 def keypoint_loss(predicted: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Smooth-L1 (in KEYPOINT_SCALE units) over the points in view (|x|, |y| <= 1); 0 if none is."""
-    in_view = (targets.abs() <= 1.0).all(dim=-1)  # (B, C, 2)
-    if not bool(in_view.any()):
+    seen = in_view(targets)  # (B, C, 2)
+    if not bool(seen.any()):
         return predicted.sum() * 0.0
-    return F.smooth_l1_loss(predicted[in_view] / KEYPOINT_SCALE, targets[in_view] / KEYPOINT_SCALE)
+    return F.smooth_l1_loss(predicted[seen] / KEYPOINT_SCALE, targets[seen] / KEYPOINT_SCALE)
 
 
 def _align_config_with_data(config: PolicyConfig, demos: DemoFrames) -> PolicyConfig:
