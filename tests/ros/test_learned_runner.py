@@ -236,3 +236,15 @@ def test_learned_runner_over_dds(processes, tmp_path: Path, tiny_checkpoint: Pat
         feeder.join(timeout=5)
         sim.close()
     assert server.poll() is None, "the policy server died"
+
+
+def test_warm_up_leaves_a_sampling_goal_unchanged(tiny_checkpoint: Path) -> None:
+    """The load-time warm-up inference is greedy: the first sampled chunk is the one a cold policy gives."""
+    rng = np.random.default_rng(1)
+    images = {c: rng.integers(0, 256, (48, 80, 3), dtype=np.uint8) for c in ("main", "wrist")}
+    joints = JointReading(np.array([0.0, -0.3, 0.0, -2.5, 0.0, 2.2, 0.8]), np.array([0.03, 0.03]))
+    cold = LearnedPolicy(tiny_checkpoint, backend="torch", temperature=1.0)
+    warm = LearnedPolicy(tiny_checkpoint, backend="torch", temperature=1.0)
+    assert warm.warm_up() > 0.0
+    obs = cold.observation(images, joints, "put the cube on the plate")
+    np.testing.assert_array_equal(warm.infer(obs), cold.infer(obs))

@@ -141,7 +141,11 @@ def test_timeout_aborts(make_graph) -> None:
     response = graph.run(instruction="slow", timeout=seconds_to_duration(0.2))
     assert response.status == GoalStatus.STATUS_ABORTED
     assert response.result.reason == Result.REASON_TIMEOUT
-    assert response.result.steps >= 1
+    # How many steps fit in 0.2 s depends on the machine's load (CI once saw the goal's start delayed past
+    # the limit: 0 steps); what must hold is that the limit was honoured and the count is the runner's own.
+    result = response.result
+    assert result.elapsed.sec + result.elapsed.nanosec * 1e-9 >= 0.2
+    assert result.steps == graph.runner.steps
 
 
 def test_runner_error_aborts_the_goal_not_the_node(make_graph) -> None:

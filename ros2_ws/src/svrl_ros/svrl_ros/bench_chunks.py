@@ -123,9 +123,11 @@ class ChunkProbe:
         self.node = rclpy.create_node("bench_chunks", context=self.context)
         self._lock = threading.Lock()
         self._record: GoalRecord | None = None
-        self.node.create_subscription(JointState, topics.JOINT_STATES, self._on_joint_states, 200)
-        self.node.create_subscription(JointTrajectory, topics.ARM_TRAJECTORY, self._on_trajectory, 200)
-        self.node.create_subscription(ActionChunk, topics.ACTION_CHUNK, self._on_chunk, 200)
+        self._subscriptions = [
+            self.node.create_subscription(JointState, topics.JOINT_STATES, self._on_joint_states, 200),
+            self.node.create_subscription(JointTrajectory, topics.ARM_TRAJECTORY, self._on_trajectory, 200),
+            self.node.create_subscription(ActionChunk, topics.ACTION_CHUNK, self._on_chunk, 200),
+        ]
         self.action = ActionClient(self.node, ExecuteInstruction, topics.EXECUTE_INSTRUCTION)
         self.params = AsyncParameterClient(self.node, "policy_server")
         self._goal_type = ExecuteInstruction.Goal
@@ -180,10 +182,25 @@ class ChunkProbe:
             record.chunks.append(seen)
 
     def wait_for_graph(self, proc: subprocess.Popen, log: Path) -> None:
+        """Until the goal can be sent and every message of it will be recorded.
+
+        A served action says nothing of this node's subscriptions: DDS discovers each process on its own,
+        and a goal sent before the trajectory subscription matched arm_controller's publisher loses the
+        first chunk's commands. That fits what a fresh CI machine saw twice: 5 chunks, 24 commands (4
+        chunks' worth), 3 boundaries of 4.
+        """
         deadline = time.monotonic() + GRAPH_START_LIMIT_S
-        while not (self.action.wait_for_server(timeout_sec=0.5) and self.params.wait_for_services(0.5)):
+        while not (
+            self.action.wait_for_server(timeout_sec=0.5)
+            and self.params.wait_for_services(0.5)
+            and all(sub.get_publisher_count() > 0 for sub in self._subscriptions)
+        ):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the real-time sim graph did not come up:\n{log_tail(log)}")
+                unmatched = [sub.topic_name for sub in self._subscriptions if not sub.get_publisher_count()]
+                raise RuntimeError(
+                    f"the real-time sim graph did not come up (unmatched: {unmatched}):\n{log_tail(log)}"
+                )
+            time.sleep(0.05)
 
     def set_parameters(self, **values: Any) -> None:
         from rclpy.parameter import Parameter

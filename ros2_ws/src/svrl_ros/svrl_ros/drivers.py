@@ -239,7 +239,7 @@ class LearnedDriver(Driver):
     def _load_on_runner_thread(self, path: str) -> None:
         server = self._server
         try:
-            policy = LearnedPolicy(path, server._param("backend"), server._param("temperature"))
+            policy = self.load_policy(path)
         except Exception as error:  # keep serving with the previous checkpoint, if any
             self._log.error(f"cannot load checkpoint {path}: {error}")
             return
@@ -255,8 +255,12 @@ class LearnedDriver(Driver):
         self._log.info(f"checkpoint {policy.checkpoint_id} loaded (runtime {policy.runtime_name})")
 
     def load_policy(self, path: str) -> LearnedPolicy:
-        """A new LearnedPolicy with the server's backend and temperature (any thread; it is not installed)."""
-        return LearnedPolicy(path, self._server._param("backend"), self._server._param("temperature"))
+        """A new LearnedPolicy with the server's backend and temperature, warmed up (any thread; it is not
+        installed): the first chunk of the next goal costs what every other chunk costs."""
+        policy = LearnedPolicy(path, self._server._param("backend"), self._server._param("temperature"))
+        seconds = policy.warm_up()
+        self._log.info(f"checkpoint {policy.checkpoint_id}: warm-up inference took {seconds:.2f} s")
+        return policy
 
     @property
     def policy_path(self):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,25 @@ class LearnedPolicy:
             "proprio": self.proprio(joints),
             "instruction": instruction,
         }
+
+    def warm_up(self) -> float:
+        """One greedy inference on a blank observation, at load time; returns its seconds.
+
+        A runtime's first call pays one-off costs: allocations and lazy initialisation, and on a GPU the
+        context, kernel selection and autotuning, often seconds. Paid inside a goal, the first chunk would
+        arrive after its own actions were due and the arm would hold through all of them; paid here, the
+        first goal runs like every other. (The debug policy on ONNX Runtime CPU: 0.01-0.05 s.) Greedy, so
+        it leaves a sampling goal's random stream alone.
+        """
+        from svrl_sim import robot
+
+        size = int(self.runtime.config.image_size)
+        blank = np.full((size, size, 3), 128, dtype=np.uint8)
+        joints = JointReading(np.asarray(robot.HOME_Q), np.full(2, robot.FINGER_OPEN))
+        observation = self.observation({c: blank for c in self.cameras}, joints, "warm up")
+        started = time.perf_counter()
+        self.runtime.sample(observation, 0.0)
+        return time.perf_counter() - started
 
     def reset_sampling(self) -> None:
         """Start a goal's random stream afresh (temperature > 0 only), so a goal is reproducible."""
