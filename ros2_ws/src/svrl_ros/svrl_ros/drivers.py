@@ -237,7 +237,6 @@ class LearnedDriver(Driver):
             self._loading = None
 
     def _load_on_runner_thread(self, path: str) -> None:
-        server = self._server
         try:
             policy = self.load_policy(path)
         except Exception as error:  # keep serving with the previous checkpoint, if any
