@@ -75,6 +75,10 @@ class PolicyConfig:
     # Keypoints per camera whose feature filter is read from the instruction (models/tiny.py): they can find
     # "the red cube" among other red things and cubes, where a fixed filter finds the mean of all of them.
     text_keypoints: int = 0
+    # Residual dilated 3x3 conv blocks (dilation 1, 2, 4, ...) over the stride-4 map the keypoints read: one
+    # linear 4x4 conv sees a 4-px patch and can only match colours; a few blocks see the neighbouring
+    # objects, which is what tells "the cube next to the bowl" from the other cube. 0: none.
+    keypoint_refine: int = 0
     # Outputs of an auxiliary head trained on privileged simulator state (SFT `aux_weight`); read by the
     # training loss only, never by acting, so serving and export ignore it. 0: no head.
     aux_dim: int = 0
@@ -158,6 +162,10 @@ class PolicyConfig:
                 fail("text_keypoints", "must be >= 0 (0: no instruction-conditioned keypoints)")
             if self.aux_dim < 0:
                 fail("aux_dim", "must be >= 0 (0: no auxiliary head)")
+            if not 0 <= self.keypoint_refine <= 6:
+                fail("keypoint_refine", "must be in [0, 6] (dilations up to 32 px of the stride-4 map)")
+            if self.keypoint_refine and not (self.keypoints or self.text_keypoints):
+                fail("keypoint_refine", "refines the map keypoints read: needs keypoints or text_keypoints")
             patch = self.patch_size
             if patch < 4 or patch & (patch - 1):
                 fail("patch_size", "must be a power of two >= 4 (conv stem = 4x4 then 2x2 stages)")
@@ -176,6 +184,8 @@ class PolicyConfig:
                 fail(
                     "text_keypoints", "instruction-conditioned keypoints exist in the tiny architecture only"
                 )
+            if self.keypoint_refine:
+                fail("keypoint_refine", "keypoints exist in the tiny architecture only")
             if self.vision_config is None or self.text_config is None:
                 fail("vision_config", "hf_vla needs both vision_config and text_config dicts")
             if "model_type" not in self.text_config:
@@ -391,3 +401,10 @@ def _tiny96tk() -> PolicyConfig:
     # tiny96kp + 8 instruction-conditioned keypoints per camera: a spatial softmax whose filter the prompt
     # chooses, so a keypoint can follow the named object rather than the mean of everything of its colour.
     return _tiny96kp().replace(preset="tiny96tk", text_keypoints=8)
+
+
+@register_preset("tiny96tkr")
+def _tiny96tkr() -> PolicyConfig:
+    # tiny96tk whose keypoints read a refined map (3 residual blocks, dilations 1, 2, 4): pulled onto the
+    # focus pixels (stem and keypoints alone, 350 steps), loss 0.16 against tiny96tk's 0.42.
+    return _tiny96tk().replace(preset="tiny96tkr", keypoint_refine=3)

@@ -42,6 +42,7 @@ from svrl_policy.features import (
     OBS_PROPRIO,
     focus_pixel_features,
 )
+from svrl_policy.grow import grow_policy, parse_growth
 from svrl_policy.policy import Policy, build_tokenizer
 from svrl_policy.preprocess import ProprioStats, random_shift_offsets, shift_images
 from svrl_trainer.sft_state import SFTProgress, prepare_output, restore_generators, write_state
@@ -60,6 +61,8 @@ class SFTConfig:
     preset: str = "tiny"
     preset_overrides: dict[str, Any] = field(default_factory=dict)
     init: Path | None = None  # start from this checkpoint (keeps its codec + stats)
+    # With `init`: add identity-initialised modules first, 'keypoint_refine=3' (svrl_policy.grow).
+    grow: str | None = None
     steps: int = 2000
     batch_size: int = 32
     lr: float = 3e-4
@@ -101,6 +104,10 @@ class SFTConfig:
             weight = getattr(self, name)
             if not 0.0 <= weight <= 100.0 or not math.isfinite(weight):
                 raise ValueError(f"SFTConfig.{name} = {weight}: must be in [0, 100]")
+        if self.grow is not None:
+            if self.init is None:
+                raise ValueError("SFTConfig.grow needs init: it grows a trained checkpoint")
+            parse_growth(self.grow)  # refuse a bad spec before any data is read
 
 
 @dataclass
@@ -243,9 +250,13 @@ class DemoFrames:
 def build_policy(cfg: SFTConfig, demos: DemoFrames) -> Policy:
     """Load `cfg.init` (keeping its codec) or build a fresh policy with a codec fitted on the data."""
     if cfg.init is not None:
-        policy = Policy.from_pretrained(cfg.init, device=cfg.device)
         if cfg.preset_overrides:
             raise ValueError("--init fixes the architecture; preset overrides cannot be combined with it")
+        if cfg.grow:
+            policy = grow_policy(cfg.init, parse_growth(cfg.grow), device=cfg.device)
+            log.info("grew %s by %s (its outputs checked unchanged)", cfg.init, cfg.grow)
+        else:
+            policy = Policy.from_pretrained(cfg.init, device=cfg.device)
         log.info("initialised from %s (codec and proprio statistics kept)", cfg.init)
     else:
         config = get_preset(cfg.preset, **cfg.preset_overrides)
@@ -454,6 +465,7 @@ def train_sft(cfg: SFTConfig) -> SFTResult:
         "stage": cfg.stage,
         "data": [str(d) for d in cfg.data],
         "init": str(cfg.init) if cfg.init else None,
+        "grow": cfg.grow,
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
         "lr": cfg.lr,

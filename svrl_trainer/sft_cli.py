@@ -83,6 +83,16 @@ def _add_training_args(p: argparse.ArgumentParser, *, steps: int, batch_size: in
     )
 
 
+def _add_grow_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--grow",
+        default=None,
+        metavar="KEY=N",
+        help="with --init: first add modules that start as the identity, e.g. keypoint_refine=3 (residual "
+        "conv blocks over the keypoints' feature map); the grown policy is checked to act exactly as --init",
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sft",
@@ -93,6 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", required=True, nargs="+", type=Path, help="dataset directories")
     p.add_argument("--init", type=Path, default=None, help="start from this checkpoint (the pretrained base)")
+    _add_grow_arg(p)
     _add_training_args(p, steps=500, batch_size=32, lr=3e-4)
     p.set_defaults(handler=_sft)
 
@@ -110,6 +121,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--demos-dir", type=Path, default=None, help="where generated demos go (default: <out>-demos)"
     )
+    p.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="continue pretraining from this checkpoint (its codec and statistics kept) instead of a fresh "
+        "--preset",
+    )
+    _add_grow_arg(p)
     _add_training_args(p, steps=3000, batch_size=64, lr=5e-4)
     p.set_defaults(handler=_pretrain)
 

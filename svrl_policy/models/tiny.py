@@ -8,7 +8,8 @@ parallel decoding, and so is everything else since nothing here is generated aut
                      + camera embedding)
 
 Keypoints (optional, `keypoints` = M > 0): a spatial softmax over the stem's first, stride-4 feature map gives
-M expected (x, y) image positions per camera, each embedded as one token. Patch tokens locate an object only
+M expected (x, y) image positions per camera, each embedded as one token (`keypoint_refine` > 0: over that map
+refined by a few residual dilated convs, KeypointRefiner). Patch tokens locate an object only
 to within a patch (16 px, ~8 cm of table at 96 px); the soft-argmax reads position at sub-pixel precision, the
 reason robomimic and diffusion-policy image encoders end in one. Grasping needs ~1 cm. `text_keypoints` = K > 0
 adds K more per camera whose filters are read from the prompt (TextKeypoints), placed after the M.
@@ -71,6 +72,36 @@ class ConvStem(nn.Module):
             if i == 1:
                 fine = x
         return x, fine
+
+
+class KeypointRefiner(nn.Module):
+    """Residual dilated 3x3 conv blocks (dilation 1, 2, 4, ...) over the stride-4 map the keypoints read.
+
+    Each block's last conv starts at zero, so a refiner added to a trained policy leaves its outputs
+    unchanged until training moves it (a base can grow one and keep what it learned).
+    """
+
+    def __init__(self, channels: int, blocks: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.GroupNorm(math.gcd(8, channels), channels),
+                nn.Conv2d(channels, channels, kernel_size=3, padding=2**i, dilation=2**i),
+                nn.GELU(),
+                nn.Conv2d(channels, channels, kernel_size=1),
+            )
+            for i in range(blocks)
+        )
+
+    def zero_last(self) -> None:
+        for block in self.blocks:
+            nn.init.zeros_(block[-1].weight)
+            nn.init.zeros_(block[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = x + block(x)
+        return x
 
 
 def pixel_grid(size: int) -> torch.Tensor:
@@ -184,6 +215,11 @@ class TinyVLA(nn.Module):
             ByteTokenizer if config.tokenizer == "byte" else WordTokenizer(config.max_text_len, WORD_BUCKETS)
         )
         self.text_emb = nn.Embedding(tokenizer.vocab_size, d)
+        self.keypoint_refiner = (
+            KeypointRefiner(self.stem.first_channels, config.keypoint_refine)
+            if config.keypoint_refine
+            else None
+        )
         self.keypoints = (
             SpatialSoftmax(self.stem.first_channels, config.keypoints, config.image_size // 4)
             if config.keypoints
@@ -224,6 +260,8 @@ class TinyVLA(nn.Module):
         for p in (*learned, self.aux_query, self.text_keypoint_emb, word_queries):
             if p is not None:
                 nn.init.normal_(p, std=0.02)
+        if self.keypoint_refiner is not None:
+            self.keypoint_refiner.zero_last()
 
     def auxiliary_parameters(self) -> list[nn.Parameter]:
         """The aux query and head: trained by `aux_weight` pretraining only (Policy.freeze_auxiliary_head)."""
@@ -252,6 +290,8 @@ class TinyVLA(nn.Module):
         # produce NaN; exp(-1e4) is exactly 0 in float32). Used by the text keypoints and every block.
         pad = (~attention_mask.bool()).to(txt.dtype) * -1e4  # (B, L)
         img, fine = self.stem(pixel_values.flatten(0, 1))  # (B*C, d, g, g), (B*C, c0, S/4, S/4)
+        if self.keypoint_refiner is not None:
+            fine = self.keypoint_refiner(fine)
         img = img.flatten(2).transpose(1, 2) + self.patch_pos  # (B*C, P, d)
         img = (img.reshape(B, C, -1, d) + self.camera_emb[:, None, :]).reshape(B, -1, d)  # (B, C*P, d)
         if self.keypoints is not None:
