@@ -62,28 +62,15 @@ def grow_policy(directory: str | Path, changes: Mapping[str, int], device: str =
     foreign = [k for k in missing if not k.startswith(new_prefixes)]
     if unexpected or foreign:
         raise GrowError(f"weights do not carry over: unexpected {unexpected[:5]}, missing {foreign[:5]}")
-    _check_same_logits(base, grown)
-    base.model.eval()
-    grown.model.eval()
+    _check_same_logits(base, grown)  # (leaves the grown policy in eval mode, as from_pretrained does)
     return grown
 
 
 def _check_same_logits(base: Policy, grown: Policy) -> None:
-    config = base.config
-    generator = torch.Generator().manual_seed(0)
-    size = config.image_size
-    images = torch.rand(2, len(config.cameras), 3, size, size, generator=generator) * 2 - 1
-    ids, mask = base.preprocessor.tokenizer.encode(["pick up the red cube", "put the bowl on the plate"])
-    inputs = {
-        "pixel_values": images.to(base.device),
-        "input_ids": torch.as_tensor(ids).to(base.device),
-        "attention_mask": torch.as_tensor(mask).to(base.device),
-    }
-    if config.use_proprio:
-        inputs["proprio"] = torch.randn(2, config.proprio_dim, generator=generator).to(base.device)
+    inputs = base.preprocess(base.preprocessor.example_observation(batch=2))
+    base.model.eval()
+    grown.model.eval()
     with torch.no_grad():
-        base.model.eval()
-        grown.model.eval()
         same = torch.equal(base.forward(inputs), grown.forward(inputs))
     if not same:
         raise GrowError(
