@@ -8,7 +8,13 @@ from types import SimpleNamespace
 import pytest
 from svrl_interfaces.action import ExecuteInstruction
 from svrl_ros.goal_context import GoalContext, GoalEnded
-from svrl_ros.inference_schedule import LatencyWindow, lead_steps, steps_run_on, trigger_step
+from svrl_ros.inference_schedule import (
+    LatencyWindow,
+    lead_steps,
+    steps_run_on,
+    steps_to_episode_end,
+    trigger_step,
+)
 
 P = 100_000_000
 
@@ -44,6 +50,17 @@ def test_steps_run_on_counts_only_what_the_previous_chunk_executed() -> None:
     # the observation is past the previous chunk's end: the arm held after it, those periods do not count
     assert steps_run_on(start + 8 * P, start + 5 * P, start + 11 * P, P) == 3
     assert steps_run_on(start + 8 * P, start + 5 * P, start + 5 * P, P) == 0
+
+
+def test_the_episode_ends_at_the_first_state_the_sim_called_done_not_at_the_newest() -> None:
+    """CI once counted 111 steps for a 110-step episode: the sim ran on one action before the server looked."""
+    chunk = 104 * P
+    assert steps_to_episode_end(chunk, [110 * P, 111 * P], P, 8) == 6
+    assert steps_to_episode_end(chunk, [111 * P, 110 * P], P, 8) == 6  # arrival order does not matter
+    assert steps_to_episode_end(chunk, [120 * P], P, 8) == 8  # never more than the chunk
+    assert steps_to_episode_end(chunk, [chunk], P, 8) == 0
+    with pytest.raises(ValueError):
+        steps_to_episode_end(chunk, [], P, 8)
 
 
 def test_latency_window_keeps_the_recent_finite_values() -> None:

@@ -29,6 +29,7 @@ from svrl_ros.inference_schedule import (
     LatencyWindow,
     lead_steps,
     steps_run_on,
+    steps_to_episode_end,
     trigger_step,
 )
 from svrl_ros.learned_policy import (
@@ -553,8 +554,12 @@ class LearnedDriver(Driver):
             # The sim's episode end matters only when the sim judges this goal; otherwise (free text, an
             # episode that ended before the goal) its latched done/success says nothing about this goal.
             judged = ctx.success_source == "sim"
-            ended = [s for s in store.statuses_after(stamp_ns) if s.done or s.success] if judged else []
-            if ended or ctx.confirmed.is_set():
+            ended = (
+                [s.stamp_ns for s in store.statuses_after(stamp_ns) if s.done or s.success] if judged else []
+            )
+            if ended:
+                return ("done", steps_to_episode_end(stamp_ns, ended, period_ns, length))
+            if ctx.confirmed.is_set():
                 return ("done", executed_so_far())
             if self.arm_refusals.since(published_s) is not None:
                 return ("refused", executed_so_far())

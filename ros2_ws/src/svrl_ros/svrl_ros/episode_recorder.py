@@ -35,6 +35,7 @@ from svrl_sim import robot
 
 IMAGE_QUEUE = 20  # sensor-data QoS (best effort) matches any camera; a deeper queue rides out a slow write
 COMMAND_QUEUE = 50
+GOAL_STATUS_QUEUE = 10
 WARN_PERIOD_S = 2.0
 
 
@@ -59,9 +60,17 @@ class EpisodeRecorder(Node):
         self.create_subscription(Float64MultiArray, topics.GRIPPER_COMMANDS, self._on_gripper, COMMAND_QUEUE)
         self.create_subscription(JointTrajectory, topics.ARM_TRAJECTORY, self._on_trajectory, COMMAND_QUEUE)
         self.create_subscription(String, topics.ARM_MODE, self._on_mode, latched)
+        self._goal_statuses = None
         if self.session.split == "goals":
-            self.create_subscription(
-                GoalStatusArray, topics.EXECUTE_INSTRUCTION_STATUS, self._on_goal_statuses, latched
+            # Latched like the action server's status publisher, but queueing a few: a short goal's EXECUTING
+            # array must not be overwritten by its terminal one while the executor is busy with images.
+            statuses = QoSProfile(
+                depth=GOAL_STATUS_QUEUE,
+                reliability=ReliabilityPolicy.RELIABLE,
+                durability=DurabilityPolicy.TRANSIENT_LOCAL,
+            )
+            self._goal_statuses = self.create_subscription(
+                GoalStatusArray, topics.EXECUTE_INSTRUCTION_STATUS, self._on_goal_statuses, statuses
             )
         self.create_service(Trigger, topics.RECORD_START, self._on_start)
         self.create_service(Trigger, topics.RECORD_STOP, self._on_stop)
@@ -223,10 +232,18 @@ class EpisodeRecorder(Node):
                 current = f"episode open: {len(asm.frames)} frames ({teleop} teleop), dropped: {drops}"
             else:
                 current = "no episode open"
-            missing = asm.missing_inputs()
+            missing = asm.missing_inputs() + self._unmatched_goal_statuses()
             if missing:
                 current += f" (nothing heard yet from {', '.join(missing)})"
             self.get_logger().info(f"{current}; kept so far: {self.session.summary.line()}")
+
+    def _unmatched_goal_statuses(self) -> list[str]:
+        """Goal statuses come only when a goal changes state, so "heard" cannot tell a recorder that will see
+        the next goal start from one whose subscription DDS has not matched yet: that one would miss the
+        goal's EXECUTING status and record nothing. A matched publisher is the signal."""
+        if self._goal_statuses is None or self._goal_statuses.get_publisher_count() > 0:
+            return []
+        return [f"{topics.EXECUTE_INSTRUCTION_STATUS} (no action server matched)"]
 
 
 def run(

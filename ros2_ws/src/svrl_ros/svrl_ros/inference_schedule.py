@@ -59,6 +59,17 @@ def steps_run_on(previous_end_ns: int, counted_to_ns: int, observation_ns: int, 
     return max(0, round((min(observation_ns, previous_end_ns) - counted_to_ns) / period_ns))
 
 
+def steps_to_episode_end(
+    chunk_stamp_ns: int, end_stamps_ns: Iterable[int], period_ns: int, length: int
+) -> int:
+    """Steps of a chunk (started from the state at `chunk_stamp_ns`) the episode lasted: up to the first state
+    the sim reported done or successful, not up to the newest state. The sim runs on after its episode ends
+    (a robot does not vanish), so the arm may have executed one more action by the time the server looks;
+    that step is not the episode's, and the in-process rollout does not count it either."""
+    first_end = min(end_stamps_ns)
+    return int(min(length, max(0, round((first_end - chunk_stamp_ns) / period_ns))))
+
+
 class LatencyWindow:
     """The last few inference latencies (s): observation complete -> chunk published."""
 
