@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ from tests.ros.graph_harness import (  # noqa: E402
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
 
 HANG_GUARD_S = 60.0
+SETTLE_S = 1.0  # no newer state for this long: the lock-step sim waits for a command
 IMAGE_SIZE = 32
 INSTRUCTION = "pick up the black bowl"
 
@@ -71,9 +73,26 @@ def _chunk(actions: np.ndarray, stamp_ns: int) -> ActionChunk:
     return msg
 
 
+def _settled_state_ns(probe: GraphProbe, log: Path) -> int:
+    """The stamp of the state the lock-step sim waits in: the newest one, once no newer one came for
+    SETTLE_S. Right after a takeover the state the last policy action produced may still be in flight; a
+    chunk stamped with the one before it would have its first action in the past, and run one action short
+    (CI, loaded)."""
+    seen: list[tuple[int | None, float]] = [(probe.newest_state_ns(), time.monotonic())]
+
+    def settled() -> int | None:
+        now_ns, (last_ns, since) = probe.newest_state_ns(), seen[-1]
+        if now_ns != last_ns:
+            seen.append((now_ns, time.monotonic()))
+            return None
+        return now_ns if now_ns is not None and time.monotonic() - since >= SETTLE_S else None
+
+    return wait_until(settled, HANG_GUARD_S, "a settled sim state", log)
+
+
 def _run_chunk(probe: GraphProbe, publisher, actions: np.ndarray, log: Path) -> None:
-    """Send a chunk for the newest state and wait until arm_controller has commanded all of it."""
-    stamp = probe.newest_state_ns()
+    """Send a chunk for the state the sim waits in and wait until arm_controller has commanded all of it."""
+    stamp = _settled_state_ns(probe, log)
     before = len(probe.trajectories)
     publisher.publish(_chunk(actions, stamp))
     wait_until(
