@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from svrl_trainer.atomic import save_figure_atomic, write_text_atomic
-from svrl_trainer.pipeline import console, latest_grpo_policy, run_stage, svrl_command
+from svrl_trainer.pipeline import (
+    add_base_args,
+    base_provenance,
+    chosen_base,
+    console,
+    latest_grpo_policy,
+    pretrain_base,
+    run_stage,
+    svrl_command,
+)
 
 TINY_CONFIG = Path(__file__).parent / "configs" / "tiny.yaml"
 
@@ -30,7 +39,7 @@ class LearnPlan:
     out: Path
     suite: str = "spatial"
     base: Path | None = None
-    """an existing pretrained base; default: pretrain one in <out>/base"""
+    """the pretrained base (the CLI's default: the shipped one); None: pretrain one in <out>/base"""
     pretrain_demos_per_task: int = 8
     pretrain_steps: int = 1500
     sft_steps: int = 300
@@ -54,20 +63,11 @@ def run_learn_bench(plan: LearnPlan) -> dict[str, Any]:
     stage_s: dict[str, float | None] = {}
     base = plan.base
     if base is None:
-        pool, base = out / "data" / "pretrain", out / "base"
-        stage_s["pool_demos"] = run_stage(
-            "demonstrations of the pretraining pool (disjoint from the evaluation suites)",
-            svrl_command("demos", "--suite", "pretrain", "--per-task", str(plan.pretrain_demos_per_task),
-                         "--out", str(pool), "--image-size", size),
-            pool / "meta" / "info.json",
+        base, pretrain_s = pretrain_base(
+            out, demos_per_task=plan.pretrain_demos_per_task, steps=plan.pretrain_steps,
+            image_size=plan.image_size, threads=plan.threads,
         )  # fmt: skip
-        stage_s["pretrain"] = run_stage(
-            "pretrain the base policy",
-            svrl_command("pretrain", "--data", str(pool), "--out", str(base), "--steps", str(plan.pretrain_steps),
-                         "--image-size", size, "--preset", "tiny96" if plan.image_size == 96 else "tiny",
-                         "--batch-size", "32", "--threads", str(plan.threads), "--resume"),
-            base / "config.json",
-        )  # fmt: skip
+        stage_s.update(pretrain_s)
     policies = {}
     for name, demos in (
         ("sft_1demo", 1),
@@ -163,6 +163,7 @@ def summarise(
         "grpo_gain_points": runs["grpo"]["gain_points"],
         "grpo_beats_baseline": success["grpo"] > success[baseline],
         "grpo_runs": runs,
+        "base": base_provenance(plan.base or plan.out / "base"),
         "stage_seconds": stage_s,
         "finished": time.strftime("%Y-%m-%d %H:%M"),
     }
@@ -243,11 +244,9 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     p = bench_sub.add_parser("learn", help="1-demo SFT -> GRPO vs a 10-demo SFT baseline, held-out success")
     p.add_argument("--out", type=Path, default=Path("runs/bench_learn"))
     p.add_argument("--suite", default="spatial", choices=["spatial", "object", "goal", "long"])
-    p.add_argument(
-        "--base", type=Path, default=None, help="reuse this pretrained base instead of pretraining"
+    add_base_args(
+        p, pretrain_steps=LearnPlan.pretrain_steps, pretrain_demos_per_task=LearnPlan.pretrain_demos_per_task
     )
-    p.add_argument("--pretrain-steps", type=int, default=LearnPlan.pretrain_steps)
-    p.add_argument("--pretrain-demos-per-task", type=int, default=LearnPlan.pretrain_demos_per_task)
     p.add_argument("--sft-steps", type=int, default=LearnPlan.sft_steps)
     p.add_argument("--baseline-demos-per-task", type=int, default=LearnPlan.baseline_demos_per_task)
     p.add_argument("--grpo-minutes", type=float, default=LearnPlan.grpo_minutes)
@@ -266,7 +265,7 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
 
 def _handle(args: argparse.Namespace) -> int:
     plan = LearnPlan(
-        out=args.out, suite=args.suite, base=args.base, pretrain_steps=args.pretrain_steps,
+        out=args.out, suite=args.suite, base=chosen_base(args), pretrain_steps=args.pretrain_steps,
         pretrain_demos_per_task=args.pretrain_demos_per_task, sft_steps=args.sft_steps,
         baseline_demos_per_task=args.baseline_demos_per_task, grpo_minutes=args.grpo_minutes,
         baseline_grpo_minutes=args.baseline_grpo_minutes,

@@ -9,6 +9,7 @@ through the `svrl.env_backends` entry-point group, or registered at run time wit
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -156,3 +157,13 @@ _BUILTIN: dict[str, EnvBackend] = {
     "sim": EnvBackend("sim", _sim_tasks, _sim_env, "the embedded MuJoCo suites (svrl_sim)"),
     "toy": EnvBackend("toy", _toy_tasks, _toy_env, "PointReach, a seconds-long suite for tests"),
 }
+
+
+def limit_train_states(tasks: list[TaskRef], per_task: int) -> list[TaskRef]:
+    """Each task with only its first `per_task` training initial states (0: unchanged)."""
+    if per_task == 0:
+        return tasks
+    short = [t.name for t in tasks if len(t.train_states) < per_task]
+    if short:
+        raise ValueError(f"env.train_states_per_task={per_task}: fewer training states in {', '.join(short)}")
+    return [dataclasses.replace(t, train_states=t.train_states[:per_task]) for t in tasks]

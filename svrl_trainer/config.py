@@ -57,6 +57,9 @@ class EnvSection:
     'mixed_first' (prefer states whose recent sampled success is neither 0 nor 1; see init_schedule.py)"""
     init_state_explore: float = 0.25
     """mixed_first only: the share of groups still drawn uniformly, so new mixed states are found"""
+    train_states_per_task: int = 0
+    """GRPO draws from each task's first N training initial states only (0: all of them); a small N is a
+    regime where the policy can master its own training states, e.g. a short run that must show learning"""
     options: dict[str, Any] = field(default_factory=dict)
     """the backend's own settings, passed to its make_env as keyword options (e.g. for 'ros':
     namespaces, spawn, timeout_s; see docs/robot_graph.md); the built-in backends take none"""
@@ -199,6 +202,10 @@ class TrainConfig:
         if not isinstance(self.env.options, dict) or not all(isinstance(k, str) for k in self.env.options):
             raise TrainConfigError(
                 f"env.options={self.env.options!r}: need a mapping of option names to values (or leave it out)"
+            )
+        if self.env.train_states_per_task < 0:
+            raise TrainConfigError(
+                f"env.train_states_per_task={self.env.train_states_per_task}: need >= 0 (0: all training states)"
             )
         if not 0.0 <= self.env.init_state_explore <= 1.0:
             raise TrainConfigError(

@@ -1,7 +1,8 @@
 """`svrl demo`: the paper's pipeline in miniature on the embedded default, end to end.
 
-    pretrain pool demos -> pretrain (base) -> 1 demo per task -> SFT -> eval -> GRPO -> eval -> ONNX export
-        -> the exported policy through the ROS robot graph, next to the same episodes in process
+    base (shipped in models/, or --pretrain: pool demos -> pretrain) -> 1 demo per task -> SFT -> eval -> GRPO
+        -> eval -> ONNX export -> the exported policy through the ROS robot graph, next to the same episodes
+        in process
 
 Each step is one of the public `svrl` commands, printed before it runs so that it can be rerun or
 changed by hand, and skipped when its output already exists (rerunning the demo resumes it).
@@ -17,13 +18,22 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from svrl_trainer.pipeline import console, latest_grpo_policy, run_stage, svrl_command
+from svrl_trainer.pipeline import (
+    add_base_args,
+    chosen_base,
+    console,
+    latest_grpo_policy,
+    pretrain_base,
+    run_stage,
+    svrl_command,
+)
 
 
 @dataclass(frozen=True)
 class DemoPlan:
     out: Path
     suite: str = "spatial"
+    base: Path | None = None  # the pretrained base (the CLI's default: the shipped one); None: pretrain one
     pretrain_demos_per_task: int = 8
     pretrain_steps: int = 500
     pretrain_batch_size: int = 32
@@ -38,17 +48,15 @@ class DemoPlan:
 def run_demo(plan: DemoPlan) -> int:
     out = plan.out
     size = str(plan.image_size)
-    pool_data = out / "data" / "pretrain"
     task_data = out / "data" / f"{plan.suite}_1demo"
-    base, sft = out / "base", out / "sft_1demo"
+    sft = out / "sft_1demo"
     grpo_dir = out / "grpo"
-    run_stage("demonstrations of the pretraining pool (disjoint from the evaluation suites)",
-         svrl_command("demos", "--suite", "pretrain", "--per-task", str(plan.pretrain_demos_per_task),
-               "--out", str(pool_data), "--image-size", size), pool_data / "meta" / "info.json")  # fmt: skip
-    run_stage("pretrain the base policy (behaviour cloning on the pool)",
-         svrl_command("pretrain", "--data", str(pool_data), "--out", str(base), "--steps", str(plan.pretrain_steps),
-               "--image-size", size, "--batch-size", str(plan.pretrain_batch_size), "--preset", "tiny96" if plan.image_size == 96 else "tiny",
-               "--threads", str(plan.threads), "--resume"), base / "config.json")  # fmt: skip
+    base = plan.base
+    if base is None:
+        base, _ = pretrain_base(
+            out, demos_per_task=plan.pretrain_demos_per_task, steps=plan.pretrain_steps,
+            image_size=plan.image_size, threads=plan.threads,
+        )  # fmt: skip
     run_stage(f"one demonstration per {plan.suite} task (training initial states only)",
          svrl_command("demos", "--suite", plan.suite, "--per-task", "1", "--split", "train", "--out", str(task_data),
                "--image-size", size), task_data / "meta" / "info.json")  # fmt: skip
@@ -110,8 +118,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--suite", default="spatial", choices=["spatial", "object", "goal", "long"])
     p.add_argument("--grpo-steps", type=int, default=DemoPlan.grpo_steps)
-    p.add_argument("--pretrain-steps", type=int, default=DemoPlan.pretrain_steps)
-    p.add_argument("--pretrain-demos-per-task", type=int, default=DemoPlan.pretrain_demos_per_task)
+    add_base_args(
+        p, pretrain_steps=DemoPlan.pretrain_steps, pretrain_demos_per_task=DemoPlan.pretrain_demos_per_task
+    )
     p.add_argument("--sft-steps", type=int, default=DemoPlan.sft_steps)
     p.add_argument("--eval-episodes-per-task", type=int, default=DemoPlan.eval_episodes_per_task)
     p.add_argument("--image-size", type=int, default=DemoPlan.image_size)
@@ -123,6 +132,7 @@ def _handle(args: argparse.Namespace) -> int:
         DemoPlan(
             out=args.out,
             suite=args.suite,
+            base=chosen_base(args),
             pretrain_demos_per_task=args.pretrain_demos_per_task,
             pretrain_steps=args.pretrain_steps,
             sft_steps=args.sft_steps,

@@ -15,6 +15,7 @@ A stage killed mid-run has no record yet: if its command takes `--resume` it is 
 
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
 import subprocess
@@ -106,3 +107,68 @@ def latest_grpo_policy(run_dir: Path) -> Path:
     if latest is None:
         raise SystemExit(f"no complete GRPO checkpoint in {run_dir}")
     return latest / "policy"
+
+
+def add_base_args(p: argparse.ArgumentParser, *, pretrain_steps: int, pretrain_demos_per_task: int) -> None:
+    """--base / --pretrain for a chain that starts from a pretrained base (default: the shipped one)."""
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        help="start from this pretrained base (default: the base shipped in models/)",
+    )
+    which.add_argument(
+        "--pretrain",
+        action="store_true",
+        help="pretrain a base in <out>/base first (pool demos, then svrl pretrain) instead of the shipped one",
+    )
+    p.add_argument("--pretrain-steps", type=int, default=pretrain_steps, help="with --pretrain")
+    p.add_argument(
+        "--pretrain-demos-per-task", type=int, default=pretrain_demos_per_task, help="with --pretrain"
+    )
+
+
+def chosen_base(args: argparse.Namespace) -> Path | None:
+    """The base --base / --pretrain chose: a checkpoint directory, or None to pretrain one."""
+    if args.pretrain:
+        return None
+    if args.base is not None:
+        return args.base
+    from svrl_policy.shipped import ShippedModelMissingError, shipped_base
+
+    try:
+        return shipped_base()
+    except ShippedModelMissingError as error:
+        raise SystemExit(f"{error}\nOr pass --pretrain to pretrain a small one first.") from None
+
+
+def pretrain_base(
+    out: Path, *, demos_per_task: int, steps: int, image_size: int, threads: int
+) -> tuple[Path, dict[str, float | None]]:
+    """Pool demonstrations, then `svrl pretrain` into <out>/base; returns the base and each stage's wall time."""
+    size = str(image_size)
+    pool, base = out / "data" / "pretrain", out / "base"
+    stage_s = {
+        "pool_demos": run_stage(
+            "demonstrations of the pretraining pool (disjoint from the evaluation suites)",
+            svrl_command("demos", "--suite", "pretrain", "--per-task", str(demos_per_task), "--out", str(pool),
+                         "--image-size", size),
+            pool / "meta" / "info.json",
+        ),
+        "pretrain": run_stage(
+            "pretrain the base policy (behaviour cloning on the pool)",
+            svrl_command("pretrain", "--data", str(pool), "--out", str(base), "--steps", str(steps),
+                         "--image-size", size, "--preset", "tiny96" if image_size == 96 else "tiny",
+                         "--batch-size", "32", "--threads", str(threads), "--resume"),
+            base / "config.json",
+        ),
+    }  # fmt: skip
+    return base, stage_s
+
+
+def base_provenance(base: Path) -> dict[str, str | None]:
+    """Which base a result started from: its path and the sha256 of its weights (the manifest's)."""
+    manifest = base / "manifest.json"
+    sha = json.loads(manifest.read_text())["sha256"].get("model.safetensors") if manifest.is_file() else None
+    return {"path": str(base), "model_sha256": sha}

@@ -84,6 +84,9 @@ class SFTConfig:
     allow_download: bool = False  # hf presets: let transformers fetch backbones/tokenizer from the hub
     stage: str = "sft"  # recorded in the checkpoint manifest ("sft" or "pretrain")
     progress: bool = True
+    # Save a resume state and exit after this step (the schedule still spans `steps`): a run longer than a
+    # session is cut into pieces, and a recipe can name the step a stage was taken at.
+    stop_after: int | None = None
     resume: bool = False  # continue the run in `out` from its newest complete state
     overwrite: bool = False  # replace whatever `out` holds
 
@@ -96,6 +99,8 @@ class SFTConfig:
                 raise ValueError(f"SFTConfig.{name} = {getattr(self, name)}: must be >= 1")
         if self.lr <= 0:
             raise ValueError(f"SFTConfig.lr = {self.lr}: must be > 0")
+        if self.stop_after is not None and not self.stop_after >= 1:
+            raise ValueError(f"SFTConfig.stop_after = {self.stop_after}: must be >= 1")
         if not 0.0 <= self.label_sigma <= 64.0 or not math.isfinite(self.label_sigma):
             raise ValueError(f"SFTConfig.label_sigma = {self.label_sigma}: must be in [0, 64] bins")
         if not self.data:
@@ -114,6 +119,7 @@ class SFTConfig:
 class SFTResult:
     checkpoint: Path
     history: list[dict[str, float]]  # one entry per logged step: step, loss, token_acc, lr
+    stopped: bool = False  # --stop-after ended it before `steps`: a resumable state, not a finished run
 
     @property
     def first_loss(self) -> float:
@@ -488,7 +494,11 @@ def train_sft(cfg: SFTConfig) -> SFTResult:
     bar = _progress(cfg, progress.step)
     t0 = time.perf_counter()
     start = progress.step
-    for step in range(start, cfg.steps):
+    end = cfg.steps if cfg.stop_after is None else min(cfg.steps, cfg.stop_after)
+    if start >= end:
+        log.info("%s is at step %d: --stop-after %d leaves nothing to do", cfg.out, start, end)
+        return SFTResult(checkpoint=cfg.out.absolute(), history=progress.history, stopped=True)
+    for step in range(start, end):
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -555,10 +565,19 @@ def train_sft(cfg: SFTConfig) -> SFTResult:
             )  # fmt: skip
             progress.run_loss = progress.run_acc = progress.run_aux = progress.run_kp = 0.0
             progress.run_n = 0
-        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < end:
             save(final=False)
     if bar is not None:
         bar.close()
+    if end < cfg.steps:
+        out = save(final=False)
+        log.info(
+            "stopped at step %d of %d (--stop-after): %s; --resume continues the same run",
+            end,
+            cfg.steps,
+            out,
+        )
+        return SFTResult(checkpoint=out, history=progress.history, stopped=True)
 
     # 4) save
     policy.model.eval()

@@ -66,6 +66,14 @@ def _add_training_args(p: argparse.ArgumentParser, *, steps: int, batch_size: in
         help="save the weights and the resume state (optimizer, RNG, step) every N steps; 0: only at the "
         "end (default: 500)",
     )
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="STEP",
+        help="save the resume state and exit after this step; the learning-rate schedule still spans --steps, "
+        "so --resume continues the same run (cut a long run into pieces, or take a stage at a named step)",
+    )
     run = p.add_mutually_exclusive_group()
     run.add_argument(
         "--resume",

@@ -49,6 +49,7 @@ _NOT_PARAMETERS = frozenset(
         "threads",
         "log_every",
         "save_every",
+        "stop_after",
         "progress",
         "device",
         "allow_download",

@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from svrl_trainer.atomic import save_figure_atomic, write_text_atomic
-from svrl_trainer.catalog import TaskRef, resolve_tasks
+from svrl_trainer.catalog import TaskRef, limit_train_states, resolve_tasks
 from svrl_trainer.config import TrainConfig, check_resume_config, config_to_dict
 from svrl_trainer.distributed import (
     full_state_dict,
@@ -73,7 +73,9 @@ class GrpoTrainer:
         self.out_dir = Path(config.out_dir)
         self.dist = init_from_env()  # rank 0 of 1 unless started by torchrun
         torch.set_num_threads(config.threads)
-        self.tasks: list[TaskRef] = resolve_tasks(config.env.backend, config.env.tasks)
+        self.tasks: list[TaskRef] = limit_train_states(
+            resolve_tasks(config.env.backend, config.env.tasks), config.env.train_states_per_task
+        )
         self.numpy_rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
         self.step = 0

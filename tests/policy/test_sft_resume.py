@@ -69,6 +69,25 @@ def test_interrupted_run_resumes_to_the_uninterrupted_weights(
     assert resumed.history == whole.history  # losses, accuracies and learning rates of every logged step
 
 
+def test_stop_after_cuts_a_run_that_resume_finishes_to_the_uninterrupted_weights(
+    reach_dataset: Path, tmp_path: Path
+) -> None:
+    """`--stop-after` is how a recipe takes a stage at a named step, and how a run outlives a session."""
+    whole = train_sft(_config(reach_dataset, tmp_path / "whole"))
+    out = tmp_path / "pieces"
+    first = train_sft(_config(reach_dataset, out, stop_after=7))  # not a multiple of save_every
+    assert first.stopped
+    state = read_state(out)
+    assert state["step"] == 7 and state["finished"] is False
+    assert Policy.from_pretrained(out).config is not None  # a usable checkpoint at step 7
+    again = train_sft(_config(reach_dataset, out, resume=True, stop_after=7))  # already there: no step
+    assert again.stopped and read_state(out)["step"] == 7
+    last = train_sft(_config(reach_dataset, out, resume=True))  # stop_after is not a parameter of the run
+    assert not last.stopped and read_state(out)["finished"] is True
+    _assert_same_weights(whole.checkpoint, last.checkpoint)
+    assert last.history == whole.history
+
+
 def test_resume_from_scratch_and_of_a_finished_run(reach_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     first = train_sft(_config(reach_dataset, out, resume=True, steps=5))  # nothing there yet: starts at 0

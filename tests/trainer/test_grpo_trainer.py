@@ -187,3 +187,19 @@ def test_config_values_are_typed_as_people_write_them(tmp_path, init_checkpoint)
         load_train_config(path, {"total_steps": 2.5})
     with pytest.raises(TrainConfigError, match=r"grpo\.dynamic_sampling: expected true or false"):
         load_train_config(path, {"grpo.dynamic_sampling": "maybe"})
+
+
+def test_train_states_per_task_limits_what_grpo_draws_from(tmp_path, init_checkpoint) -> None:
+    """`env.train_states_per_task`: GRPO's groups start only from each task's first N training states."""
+    path = _config(tmp_path, init_checkpoint)
+    trainer = GrpoTrainer(load_train_config(path, {"env.train_states_per_task": 3}))
+    try:
+        assert [len(t.train_states) for t in trainer.tasks] == trainer.schedule.states_per_task
+        assert set(trainer.schedule.states_per_task) == {3}
+        assert trainer.train_step()["step"] == 1
+    finally:
+        trainer.close()
+    with pytest.raises(TrainConfigError, match="train_states_per_task"):
+        load_train_config(path, {"env.train_states_per_task": -1})
+    with pytest.raises(ValueError, match="fewer training states"):
+        GrpoTrainer(load_train_config(path, {"env.train_states_per_task": 10**6}))

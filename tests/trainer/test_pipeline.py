@@ -50,3 +50,29 @@ def test_a_recorded_stage_whose_output_vanished_runs_again(tmp_path: Path) -> No
     run_stage("make", _command(log, done, "a"), done)
     done.unlink()
     assert run_stage("make", _command(log, done, "a"), done) is not None and _runs(log) == 2
+
+
+def _base_args(*argv: str):
+    import argparse
+
+    from svrl_trainer.pipeline import add_base_args
+
+    parser = argparse.ArgumentParser()
+    add_base_args(parser, pretrain_steps=10, pretrain_demos_per_task=2)
+    return parser.parse_args(list(argv))
+
+
+def test_a_chain_starts_from_the_shipped_base_unless_told_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from svrl_policy.shipped import SHIPPED_BASE, models_dir
+    from svrl_trainer.pipeline import chosen_base
+
+    assert chosen_base(_base_args("--base", str(tmp_path / "mine"))) == tmp_path / "mine"
+    assert chosen_base(_base_args("--pretrain")) is None
+    with pytest.raises(SystemExit):
+        _base_args("--pretrain", "--base", "x")  # one or the other
+    assert chosen_base(_base_args()) == models_dir() / SHIPPED_BASE
+    monkeypatch.setenv("SVRL_MODELS_DIR", str(tmp_path))  # a folder without the base: say where it looked
+    with pytest.raises(SystemExit, match="--pretrain"):
+        chosen_base(_base_args())

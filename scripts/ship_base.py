@@ -1,0 +1,262 @@
+"""Put a pretrained base under models/ with its model card, every figure of the card read from the run itself.
+
+A base is made in stages (`svrl pretrain`, then `svrl pretrain --init ... [--grow ...]`, each taken at a step
+with `--stop-after`). Each stage's checkpoint records the exact parameters it ran with (trainer_state.json) and
+its loss history; the evaluation folder holds its held-out success; the training logs hold the time. This
+script turns those into the card's commands, loss curve, success table and time, and copies the policy files
+(not the optimizer moments) next to them, atomically.
+
+    .venv/bin/python scripts/ship_base.py --stage runs/base_v6/ckpt3750 --stage runs/base_v7/ckpt4000 \\
+        --log runs/base_v6/train.log --log runs/base_v7/train.log --eval runs/base_v7/eval4000 \\
+        --pool-command "svrl demos --suite pretrain --per-task 30 --image-size 96 --noise 0.005" \\
+        --out models/base-tiny96
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import re
+import shlex
+import shutil
+import statistics
+from datetime import datetime
+from pathlib import Path
+
+POLICY_FILES = (
+    "config.json",
+    "codec.json",
+    "preprocessor.json",
+    "tokenizer.json",
+    "manifest.json",
+    "model.safetensors",
+)
+POOL_DIR = "runs/base/pool"
+LOG_LINE = re.compile(r"^(\S+ \S+),\d+ INFO svrl_trainer\.sft: step (\d+)/\d+ ")
+DEFAULTS = {
+    "lr": 5e-4,
+    "warmup_steps": 100,
+    "seed": 0,
+    "weight_decay": 0.01,
+    "min_lr_frac": 0.1,
+    "grad_clip": 1.0,
+}
+
+
+def stage_command(index: int, config: dict, step: int) -> str:
+    """The `svrl pretrain` line that reproduces a stage from its recorded parameters (paths made canonical)."""
+    for name, value in DEFAULTS.items():
+        if name in ("weight_decay", "min_lr_frac", "grad_clip") and config[name] != value:
+            raise SystemExit(f"stage {index}: {name}={config[name]} has no CLI flag; the card cannot name it")
+    args = ["svrl", "pretrain", "--data", POOL_DIR]
+    if config["init"]:
+        args += ["--init", f"runs/base/stage{index - 1}"]
+        if config.get("grow"):
+            args += ["--grow", config["grow"]]
+    else:
+        args += ["--preset", config["preset"]]
+        if "image_size" in config["preset_overrides"]:
+            args += ["--image-size", str(config["preset_overrides"]["image_size"])]
+    args += [
+        "--steps",
+        str(config["steps"]),
+        "--batch-size",
+        str(config["batch_size"]),
+        "--lr",
+        f"{config['lr']:g}",
+    ]
+    args += ["--warmup-steps", str(config["warmup_steps"]), "--seed", str(config["seed"])]
+    for flag, name in (("--aux-weight", "aux_weight"), ("--keypoint-weight", "keypoint_weight")):
+        if config[name]:
+            args += [flag, f"{config[name]:g}"]
+    if config["label_sigma"]:
+        args += ["--label-sigma", f"{config['label_sigma']:g}"]
+    if not config["augment"]:
+        args += ["--no-augment"]
+    if step < config["steps"]:
+        args += ["--stop-after", str(step)]
+    args += ["--out", f"runs/base/stage{index}", "--threads", "2", "--save-every", "250", "--resume"]
+    return shlex.join(args)
+
+
+def training_hours(log: Path, last_step: int) -> tuple[float, int, float]:
+    """Hours of training up to `last_step`, from the log's timestamps between consecutive progress lines of
+    one process. An interval over 3x the median (the run was paused for an evaluation) counts as the median.
+    Returns (hours, intervals replaced, median seconds per logged interval)."""
+    points: list[tuple[datetime, int]] = []
+    segments: list[list[tuple[datetime, int]]] = []
+    for line in log.read_text().splitlines():
+        if "svrl_trainer.sft: data:" in line and points:
+            segments.append(points)
+            points = []
+        match = LOG_LINE.match(line)
+        if match and int(match[2]) <= last_step:
+            points.append((datetime.fromisoformat(match[1]), int(match[2])))
+    segments.append(points)
+    intervals = [
+        ((b[0] - a[0]).total_seconds(), b[1] - a[1])
+        for seg in segments
+        for a, b in itertools.pairwise(seg)
+        if b[1] > a[1]
+    ]
+    per_step = [s / n for s, n in intervals]
+    median = statistics.median(per_step)
+    replaced = sum(p > 3 * median for p in per_step)
+    seconds = sum(
+        min(p, median) * n if p > 3 * median else s for (s, n), p in zip(intervals, per_step, strict=True)
+    )
+    return seconds / 3600, replaced, median * 50
+
+
+def plot_loss(histories: list[list[dict]], offsets: list[int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from svrl_trainer.atomic import save_figure_atomic
+
+    fig, (ce, kp) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for i, (history, offset) in enumerate(zip(histories, offsets, strict=True), start=1):
+        steps = [offset + h["step"] for h in history]
+        ce.plot(steps, [h["loss"] for h in history], lw=1, label=f"stage {i}")
+        if all("keypoints" in h for h in history):
+            kp.plot(steps, [h["keypoints"] for h in history], lw=1, label=f"stage {i}")
+    ce.set(xlabel="step (both stages)", ylabel="action-token cross-entropy", title="behaviour cloning loss")
+    kp.set(
+        xlabel="step (both stages)", ylabel="smooth-L1 (normalised px)", title="keypoint loss", yscale="log"
+    )
+    for ax in (ce, kp):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure_atomic(fig, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--stage", type=Path, action="append", required=True, help="each stage's checkpoint, in order"
+    )
+    parser.add_argument("--log", type=Path, action="append", required=True, help="each stage's training log")
+    parser.add_argument(
+        "--eval", type=Path, required=True, help="svrl eval output of the last stage on the pool"
+    )
+    parser.add_argument("--eval-command", required=True, help="the svrl eval line that made --eval")
+    parser.add_argument("--pool-command", required=True, help="the svrl demos line that made the pool's data")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    if len(args.log) != len(args.stage):
+        raise SystemExit("one --log per --stage")
+
+    from svrl_policy.checkpoint import atomic_directory, load_components
+
+    final = args.stage[-1]
+    load_components(final)  # checksums verified: what ships is what was evaluated
+    report = json.loads((args.eval / "eval.json").read_text())
+    states = [json.loads((s / "trainer_state.json").read_text()) for s in args.stage]
+    histories = [s["progress"]["history"] for s in states]
+    offsets = [0]
+    for s in states[:-1]:
+        offsets.append(offsets[-1] + s["step"])
+    data = {str(Path(d).resolve()) for s in states for d in s["config"]["data"]}
+    if len(data) != 1:
+        raise SystemExit(
+            f"the stages were trained on different data ({sorted(data)}): the card names one pool"
+        )
+    times = [training_hours(log, s["step"]) for log, s in zip(args.log, states, strict=True)]
+    commands = [args.pool_command + f" --out {POOL_DIR}"]
+    commands += [stage_command(i, s["config"], s["step"]) for i, s in enumerate(states, start=1)]
+
+    with atomic_directory(args.out) as tmp:
+        for name in POLICY_FILES:
+            shutil.copy2(final / name, tmp / name)
+        plot_loss(histories, offsets, tmp / "loss.png")
+        shutil.copy2(args.eval / "eval.json", tmp / "eval.json")
+        shutil.copy2(args.eval / "eval.png", tmp / "eval.png")
+        training = {
+            "stages": [
+                {"checkpoint": str(stage), "step": s["step"], "config": s["config"], "history": s["progress"]["history"],
+                 "training_seconds": round(t[0] * 3600), "paused_intervals_replaced": t[1]}
+                for stage, s, t in zip(args.stage, states, times, strict=True)
+            ],
+            "commands": commands,
+            "eval_command": args.eval_command,
+        }  # fmt: skip
+        (tmp / "training.json").write_text(json.dumps(training, indent=1) + "\n")
+        (tmp / "README.md").write_text(card(args, states, times, commands, report))
+    print(f"wrote {args.out}: success {100 * report['success_rate']:.1f} % on {report['episodes']} episodes")
+
+
+def card(
+    args, states: list[dict], times: list[tuple[float, int, float]], commands: list[str], report: dict
+) -> str:
+    total_steps = sum(s["step"] for s in states)
+    hours = sum(t[0] for t in times)
+    successes = round(report["success_rate"] * report["episodes"])
+    last = [s["progress"]["history"][-1] for s in states]
+    rows = "\n".join(
+        f"| {i} | {s['step']:,} | {'from scratch, ' + s['config']['preset'] if not s['config']['init'] else 'from stage ' + str(i - 1) + (', grown ' + s['config']['grow'] if s['config'].get('grow') else '')} "
+        f"| {h['loss']:.3f} | {h['token_acc']:.3f} | {h.get('keypoints', float('nan')):.3f} | {t[0]:.1f} h |"
+        for i, (s, h, t) in enumerate(zip(states, last, times, strict=True), start=1)
+    )
+    tasks = "\n".join(
+        f"| {t['task']} | {t['episodes']} | {100 * t['success_rate']:.0f} % |" for t in report["tasks"]
+    )
+    code = "\n".join(commands)
+    return f"""# {args.out.name}: the base policy shipped with svrl
+
+Behaviour-cloned by `svrl pretrain` on the pretraining pool of the embedded simulator (`--suite pretrain`:
+randomised layouts, distractors including identical objects, the suites' verbs and structure, and no task or
+initial state of the four evaluation suites). `svrl demo` and `svrl bench learn` fine-tune it on 1 (or 10)
+demonstrations per task, then GRPO takes over. Made by `scripts/ship_base.py` from the run's own files: every
+figure below is read from them.
+
+## Held-out success on the pool
+
+**{100 * report["success_rate"]:.1f} %** ({successes} of {report["episodes"]} episodes; greedy; the pool's
+evaluation initial states, which no demonstration starts from):
+
+    {args.eval_command}
+
+| task | episodes | success |
+|---|---|---|
+{tasks}
+
+## How it was made
+
+{len(states)} stages, {total_steps:,} optimizer steps of batch 32 in all, about **{hours:.1f} h** of training on a
+2-core AMD EPYC CPU (no GPU). The time comes from the training logs' timestamps; pauses for evaluations are
+replaced by the median interval, and other work shared the cores at times, so treat it as an upper bound.
+
+| stage | steps | start | final CE | token acc | keypoint loss | time |
+|---|---|---|---|---|---|---|
+{rows}
+
+A stage stopped with `--stop-after` keeps the learning-rate schedule of its `--steps` (nearly constant at
+these steps: the last stage is the one that decays it). The runs themselves were stopped and resumed across
+sessions, and taken at those steps from their periodic checkpoints; resuming is bit-exact
+(`tests/policy/test_sft_resume.py`), so the commands below, run once each, give the same weights on the same
+machine and thread count (floating-point reductions may differ on another CPU).
+
+```bash
+{code}
+```
+
+Stage {len(states)}'s `runs/base/stage{len(states)}` is this folder's checkpoint (`training.json` holds each
+stage's recorded parameters and loss history; the runs originally lived in {", ".join(f"`{s}`" for s in args.stage)}).
+
+![loss](loss.png)
+
+## Files
+
+`model.safetensors` (weights, fp32) with `config.json`, `codec.json` (the action tokenizer's bins),
+`preprocessor.json`, `tokenizer.json`, and `manifest.json` whose sha256 sums every load checks. `eval.json`
+/ `eval.png` are the evaluation above.
+"""
+
+
+if __name__ == "__main__":
+    main()
