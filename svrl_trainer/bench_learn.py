@@ -22,11 +22,11 @@ from typing import Any
 from svrl_trainer.atomic import save_figure_atomic, write_text_atomic
 from svrl_trainer.pipeline import (
     add_base_args,
+    base_or_pretrain,
     base_provenance,
     chosen_base,
     console,
     latest_grpo_policy,
-    pretrain_base,
     run_stage,
     svrl_command,
 )
@@ -61,13 +61,9 @@ def run_learn_bench(plan: LearnPlan) -> dict[str, Any]:
     out, size = plan.out, str(plan.image_size)
     out.mkdir(parents=True, exist_ok=True)
     stage_s: dict[str, float | None] = {}
-    base = plan.base
-    if base is None:
-        base, pretrain_s = pretrain_base(
-            out, demos_per_task=plan.pretrain_demos_per_task, steps=plan.pretrain_steps,
-            image_size=plan.image_size, threads=plan.threads,
-        )  # fmt: skip
-        stage_s.update(pretrain_s)
+    base, pretrain_s = base_or_pretrain(plan.base, out, demos_per_task=plan.pretrain_demos_per_task,
+                                        steps=plan.pretrain_steps, image_size=plan.image_size, threads=plan.threads)  # fmt: skip
+    stage_s.update(pretrain_s)
     policies = {}
     for name, demos in (
         ("sft_1demo", 1),

@@ -18,15 +18,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from svrl_trainer.pipeline import (
-    add_base_args,
-    chosen_base,
-    console,
-    latest_grpo_policy,
-    pretrain_base,
-    run_stage,
-    svrl_command,
-)
+from svrl_trainer import pipeline
+from svrl_trainer.pipeline import console, latest_grpo_policy, run_stage, svrl_command
 
 
 @dataclass(frozen=True)
@@ -51,12 +44,8 @@ def run_demo(plan: DemoPlan) -> int:
     task_data = out / "data" / f"{plan.suite}_1demo"
     sft = out / "sft_1demo"
     grpo_dir = out / "grpo"
-    base = plan.base
-    if base is None:
-        base, _ = pretrain_base(
-            out, demos_per_task=plan.pretrain_demos_per_task, steps=plan.pretrain_steps,
-            image_size=plan.image_size, threads=plan.threads,
-        )  # fmt: skip
+    base, _ = pipeline.base_or_pretrain(plan.base, out, demos_per_task=plan.pretrain_demos_per_task,
+                                        steps=plan.pretrain_steps, image_size=plan.image_size, threads=plan.threads)  # fmt: skip
     run_stage(f"one demonstration per {plan.suite} task (training initial states only)",
          svrl_command("demos", "--suite", plan.suite, "--per-task", "1", "--split", "train", "--out", str(task_data),
                "--image-size", size), task_data / "meta" / "info.json")  # fmt: skip
@@ -118,7 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--suite", default="spatial", choices=["spatial", "object", "goal", "long"])
     p.add_argument("--grpo-steps", type=int, default=DemoPlan.grpo_steps)
-    add_base_args(
+    pipeline.add_base_args(
         p, pretrain_steps=DemoPlan.pretrain_steps, pretrain_demos_per_task=DemoPlan.pretrain_demos_per_task
     )
     p.add_argument("--sft-steps", type=int, default=DemoPlan.sft_steps)
@@ -132,7 +121,7 @@ def _handle(args: argparse.Namespace) -> int:
         DemoPlan(
             out=args.out,
             suite=args.suite,
-            base=chosen_base(args),
+            base=pipeline.chosen_base(args),
             pretrain_demos_per_task=args.pretrain_demos_per_task,
             pretrain_steps=args.pretrain_steps,
             sft_steps=args.sft_steps,

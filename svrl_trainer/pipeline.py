@@ -143,10 +143,13 @@ def chosen_base(args: argparse.Namespace) -> Path | None:
         raise SystemExit(f"{error}\nOr pass --pretrain to pretrain a small one first.") from None
 
 
-def pretrain_base(
-    out: Path, *, demos_per_task: int, steps: int, image_size: int, threads: int
+def base_or_pretrain(
+    base: Path | None, out: Path, *, demos_per_task: int, steps: int, image_size: int, threads: int
 ) -> tuple[Path, dict[str, float | None]]:
-    """Pool demonstrations, then `svrl pretrain` into <out>/base; returns the base and each stage's wall time."""
+    """`base` itself when given; else pool demonstrations, then `svrl pretrain` into <out>/base. Returns the
+    base and the wall time of each stage that ran."""
+    if base is not None:
+        return base, {}
     size = str(image_size)
     pool, base = out / "data" / "pretrain", out / "base"
     stage_s = {
