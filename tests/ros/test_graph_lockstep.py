@@ -13,7 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from svrl_ros.graph_check import GraphClient, chunks_agree, graph_check, start_graph, stop_graph
+from svrl_ros.graph_check import (
+    GraphClient,
+    chunks_agree,
+    first_difference,
+    graph_check,
+    start_graph,
+    stop_graph,
+)
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
 
@@ -43,6 +50,8 @@ def test_chunk_comparison_catches_a_single_changed_action() -> None:
     b[1][3, 2] = np.nextafter(np.float32(1), np.float32(2))
     assert not chunks_agree(a, b)
     assert not chunks_agree(a, b[:1])
+    assert first_difference(a, b) == {"chunk": 1, "action": 3, "max_abs": float(b[1][3, 2] - 1)}
+    assert first_difference(a, a) is None and first_difference(a, b[:1])["chunk"] == 1
     assert chunks_agree(a, [a[0], a[1][:5]])  # a chunk cut by the step budget compares on its prefix
 
 

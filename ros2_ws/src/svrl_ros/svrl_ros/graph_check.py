@@ -171,6 +171,25 @@ def chunks_agree(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
     return True
 
 
+def first_difference(a: list[np.ndarray], b: list[np.ndarray]) -> dict | None:
+    """Where two chunk sequences first part (chunk, action, largest |difference| there), None if nowhere:
+    what to look at when a verdict says DIFFERENT (a near-tie between bins gives one dimension one bin off)."""
+    for index, (x, y) in enumerate(zip(a, b, strict=False)):
+        n = min(len(x), len(y))
+        if x.shape[1:] != y.shape[1:]:
+            return {"chunk": index, "action": 0, "max_abs": None}
+        rows = np.flatnonzero((x[:n] != y[:n]).any(axis=tuple(range(1, x.ndim))))
+        if rows.size:
+            return {
+                "chunk": index,
+                "action": int(rows[0]),
+                "max_abs": float(np.abs(x[rows[0]] - y[rows[0]]).max()),
+            }
+    if len(a) != len(b):
+        return {"chunk": min(len(a), len(b)), "action": 0, "max_abs": None}
+    return None
+
+
 def start_graph(
     ckpt: Path, init_index: int, image_size: int, log: Path, env: dict[str, str]
 ) -> subprocess.Popen:
@@ -231,6 +250,7 @@ def graph_check(
                     "reason": got.reason,
                 },
                 "verdict": verdict(ref, got),
+                "first_difference": first_difference(ref.chunks, got.chunks),
             }
         )
         rows[-1]["agree"] = rows[-1]["verdict"] != DIFFERENT
