@@ -15,6 +15,7 @@ script turns those into the card's commands, loss curve, success table and time,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import re
@@ -34,20 +35,17 @@ POLICY_FILES = (
 )
 POOL_DIR = "runs/base/pool"
 LOG_LINE = re.compile(r"^(\S+ \S+),\d+ INFO svrl_trainer\.sft: step (\d+)/\d+ ")
-DEFAULTS = {
-    "lr": 5e-4,
-    "warmup_steps": 100,
-    "seed": 0,
-    "weight_decay": 0.01,
-    "min_lr_frac": 0.1,
-    "grad_clip": 1.0,
-}
+# SFTConfig fields that change the weights but have no CLI flag: a stage must have run with their defaults.
+FLAGLESS = ("weight_decay", "min_lr_frac", "grad_clip")
 
 
 def stage_command(index: int, config: dict, step: int) -> str:
     """The `svrl pretrain` line that reproduces a stage from its recorded parameters (paths made canonical)."""
-    for name, value in DEFAULTS.items():
-        if name in ("weight_decay", "min_lr_frac", "grad_clip") and config[name] != value:
+    from svrl_trainer.sft import SFTConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(SFTConfig)}
+    for name in FLAGLESS:
+        if config[name] != defaults[name]:
             raise SystemExit(f"stage {index}: {name}={config[name]} has no CLI flag; the card cannot name it")
     args = ["svrl", "pretrain", "--data", POOL_DIR]
     if config["init"]:
@@ -80,10 +78,10 @@ def stage_command(index: int, config: dict, step: int) -> str:
     return shlex.join(args)
 
 
-def training_hours(log: Path, last_step: int) -> tuple[float, int, float]:
+def training_hours(log: Path, last_step: int) -> tuple[float, int]:
     """Hours of training up to `last_step`, from the log's timestamps between consecutive progress lines of
     one process. An interval over 3x the median (the run was paused for an evaluation) counts as the median.
-    Returns (hours, intervals replaced, median seconds per logged interval)."""
+    Returns (hours, intervals replaced)."""
     points: list[tuple[datetime, int]] = []
     segments: list[list[tuple[datetime, int]]] = []
     for line in log.read_text().splitlines():
@@ -106,7 +104,7 @@ def training_hours(log: Path, last_step: int) -> tuple[float, int, float]:
     seconds = sum(
         min(p, median) * n if p > 3 * median else s for (s, n), p in zip(intervals, per_step, strict=True)
     )
-    return seconds / 3600, replaced, median * 50
+    return seconds / 3600, replaced
 
 
 def plot_loss(histories: list[list[dict]], offsets: list[int], path: Path) -> None:
@@ -190,9 +188,7 @@ def main() -> None:
     print(f"wrote {args.out}: success {100 * report['success_rate']:.1f} % on {report['episodes']} episodes")
 
 
-def card(
-    args, states: list[dict], times: list[tuple[float, int, float]], commands: list[str], report: dict
-) -> str:
+def card(args, states: list[dict], times: list[tuple[float, int]], commands: list[str], report: dict) -> str:
     total_steps = sum(s["step"] for s in states)
     hours = sum(t[0] for t in times)
     successes = round(report["success_rate"] * report["episodes"])

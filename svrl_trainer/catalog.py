@@ -9,10 +9,9 @@ through the `svrl.env_backends` entry-point group, or registered at run time wit
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.metadata
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 ENTRY_POINT_GROUP = "svrl.env_backends"
@@ -166,4 +165,4 @@ def limit_train_states(tasks: list[TaskRef], per_task: int) -> list[TaskRef]:
     short = [t.name for t in tasks if len(t.train_states) < per_task]
     if short:
         raise ValueError(f"env.train_states_per_task={per_task}: fewer training states in {', '.join(short)}")
-    return [dataclasses.replace(t, train_states=t.train_states[:per_task]) for t in tasks]
+    return [replace(t, train_states=t.train_states[:per_task]) for t in tasks]

@@ -162,13 +162,7 @@ def verdict(ref: EpisodeTrace, got: EpisodeTrace) -> str:
 
 def chunks_agree(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
     """Same chunks in the same order; a chunk cut short by the step budget compares on its prefix."""
-    if len(a) != len(b):
-        return False
-    for x, y in zip(a, b, strict=True):
-        n = min(len(x), len(y))
-        if x.shape[1:] != y.shape[1:] or not np.array_equal(x[:n], y[:n]):
-            return False
-    return True
+    return first_difference(a, b) is None
 
 
 def first_difference(a: list[np.ndarray], b: list[np.ndarray]) -> dict | None:
