@@ -86,3 +86,46 @@ def test_verdict_tells_a_safety_stop_from_a_difference() -> None:
     other[1][0, 0] += 1e-3
     assert verdict(ref, EpisodeTrace("t", False, 18, other, refused)) == DIFFERENT  # saw something else
     assert verdict(ref, EpisodeTrace("t", False, 18, chunks[:3], "error: stale observation")) == DIFFERENT
+
+
+def test_verdict_explains_a_difference_after_a_clip_and_only_after_it() -> None:
+    """The graph's filter clipped a command in chunk 1: chunks may part from chunk 2 on, not before."""
+    from svrl_ros.graph_check import DIFFERENT, SAFETY_CLIP, EpisodeTrace, verdict
+
+    chunks = [np.full((8, 7), i, np.float32) for i in range(4)]
+    clipped = {"chunk": 1, "action": 5, "step": 13, "what": "clipped: velocity"}
+    ref = EpisodeTrace("t", False, 32, chunks, first_filter_event=clipped)
+    later = [c.copy() for c in chunks]
+    later[2][0, 0] += 1e-3
+    assert verdict(ref, EpisodeTrace("t", True, 20, later[:3], "success")) == SAFETY_CLIP
+    earlier = [c.copy() for c in chunks]
+    earlier[1][6, 0] += 1e-3  # within the clipped chunk: the clip cannot have caused it
+    assert verdict(ref, EpisodeTrace("t", False, 32, earlier)) == DIFFERENT
+    refused = EpisodeTrace(
+        "t", False, 32, chunks, first_filter_event={**clipped, "what": "refused: workspace"}
+    )
+    assert verdict(refused, EpisodeTrace("t", False, 32, later)) == DIFFERENT
+    assert verdict(EpisodeTrace("t", False, 32, chunks), EpisodeTrace("t", False, 32, later)) == DIFFERENT
+
+
+def test_filter_shadow_notes_the_first_step_the_graph_would_clip() -> None:
+    """The shadow runs arm_controller's filter on the sim's measured joints: a move within the limits passes,
+    and with limits a hundredth as fast the very first moving step is clipped (and only the first noted)."""
+    from svrl_ros.graph_check import FilterShadow
+    from svrl_ros.safety_filter import SafetyLimits
+
+    from svrl_sim.env import SimEnv
+    from svrl_sim.tasks import InitState
+
+    move = np.array([0.01, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
+    with SimEnv(image_size=32) as env:
+        env.reset("spatial/red_cube_on_box", InitState("eval", 0))
+        shadow = FilterShadow(env, "ee_delta")
+        for index in range(3):
+            shadow.before_step(move, 0, index)
+            env.step(move, render=False)
+        assert shadow.first_event is None
+        slow = FilterShadow(env, "ee_delta", SafetyLimits(period_s=env.control_dt, velocity_scale=0.01))
+        slow.before_step(move, 2, 4)
+        slow.before_step(move, 2, 5)
+    assert slow.first_event == {"chunk": 2, "action": 4, "step": 3, "what": "clipped: velocity"}

@@ -4,10 +4,16 @@ The proof that training and deployment see the same thing. In process, the polic
 `SimEnv` directly, as the evaluation does. Through the graph, `svrl up --profile sim` starts sim_node
 (lock-step), policy_server and arm_controller, and this command is the operator: one ExecuteInstruction
 goal per task. In lock-step the two must agree episode for episode: same outcome, same number of steps,
-and the same action chunks (or the same chunks up to the step arm_controller's safety filter refused, which
-the training simulator does not have), because every observation the policy sees over DDS (images, proprio rebuilt
+and the same action chunks, because every observation the policy sees over DDS (images, proprio rebuilt
 from joint states by the shared kinematics) is bit-identical to the in-process one, and every action is
 applied to the state it was computed for.
+
+One thing the training simulator does not have is arm_controller's safety filter. Where it refuses a step
+the goal ends there; where it clips a command (a joint step over its velocity or acceleration limit) the
+arm moves less than the policy asked, and from the next chunk on the two runs may part. The in-process
+episode therefore runs a shadow of that filter on the same measured joints and notes the first step it
+would clip or refuse, so a verdict can tell "the filter changed the motion" from "the graph saw something
+else".
 """
 
 from __future__ import annotations
@@ -39,14 +45,54 @@ class EpisodeTrace:
     steps: int
     chunks: list[np.ndarray] = field(default_factory=list, repr=False)
     reason: str = ""
+    first_filter_event: dict | None = None
+    """in process only: the first step arm_controller's filter would clip or refuse (chunk, action, step, what)"""
+
+
+class FilterShadow:
+    """arm_controller's safety filter, run beside the in-process episode on the same measured joints.
+
+    Until its first clip or refusal the graph commands exactly the targets the simulator computes, so that
+    first event is where the graph's motion can start to differ. Only the first is recorded: after it the
+    two runs' states differ and the shadow no longer mirrors the graph."""
+
+    def __init__(self, env, action_space: str, limits=None) -> None:
+        """limits: a `SafetyLimits`; default: arm_controller's defaults, which the sim profile keeps."""
+        from svrl_ros.safety_filter import SafetyFilter, SafetyLimits
+        from svrl_sim.kinematics import ArmKinematics
+
+        self.env, self.action_space = env, action_space
+        self.kinematics = ArmKinematics()  # robot-only, as arm_controller builds it
+        self.filter = SafetyFilter(limits if limits is not None else SafetyLimits(period_s=env.control_dt))
+        self.first_event: dict | None = None
+
+    def before_step(self, action: np.ndarray, chunk: int, index: int) -> None:
+        if self.first_event is not None:
+            return
+        from svrl_ros.chunk_executor import action_targets
+
+        env = self.env
+        measured_q = env.data.qpos[env.index.arm_qpos].copy()
+        finger_q = env.data.qpos[env.index.finger_qpos].copy()
+        arm, finger = action_targets(
+            self.kinematics, measured_q, finger_q, action, self.action_space, env.control_dt
+        )
+        result = self.filter.command(measured_q, arm, finger)
+        if result.refused or result.clips:
+            what = f"refused: {result.reason}" if result.refused else f"clipped: {', '.join(result.clips)}"
+            self.first_event = {"chunk": chunk, "action": index, "step": env.step_count, "what": what}
 
 
 def in_process_episode(runtime, task: str, init_index: int, image_size: int) -> EpisodeTrace:
-    """Greedy episode with the runtime stepping a SimEnv directly: the evaluation's rollout, batch 1."""
+    """Greedy episode with the runtime stepping a SimEnv directly: the evaluation's rollout, batch 1.
+
+    Actions are stepped one at a time (rendering only after a chunk's last one, as `step_chunk` does) so
+    the filter shadow sees each measured state."""
     from svrl_sim.env import SimEnv
     from svrl_sim.tasks import InitState
 
     env = SimEnv(image_size=image_size, action_space=runtime.config.action_space)
+    shadow = FilterShadow(env, runtime.config.action_space)
     obs, _ = env.reset(task, InitState("eval", init_index))
     trace = EpisodeTrace(task=task, success=False, steps=0)
     while env.episode_running:
@@ -55,12 +101,19 @@ def in_process_episode(runtime, task: str, init_index: int, image_size: int) -> 
             "proprio": obs["proprio"][None],
             "instruction": [obs["instruction"]],
         }
-        actions = runtime.sample(batch, temperature=0.0).actions[0]
-        trace.chunks.append(np.asarray(actions, dtype=np.float32))
-        obs, _reward, terminated, _truncated, info = env.step_chunk(actions)
-        trace.success = trace.success or terminated
-        trace.steps = info["step"]
+        actions = np.asarray(runtime.sample(batch, temperature=0.0).actions[0])
+        trace.chunks.append(actions.astype(np.float32))
+        for index, action in enumerate(actions):
+            shadow.before_step(action, len(trace.chunks) - 1, index)
+            last = index == len(actions) - 1
+            obs, _reward, terminated, _truncated, info = env.step(action, render=last)
+            trace.success = trace.success or terminated
+            trace.steps = info["step"]
+            if not env.episode_running:
+                break
     trace.reason = "success" if trace.success else "time limit"
+    trace.first_filter_event = shadow.first_event
+    env.close()
     return trace
 
 
@@ -140,6 +193,7 @@ def _wait(future, limit_s: float):
 
 SAME = "same"
 SAFETY_STOP = "same until arm_controller stopped it"
+SAFETY_CLIP = "same until arm_controller clipped a command"
 DIFFERENT = "different"
 _REFUSAL = "arm_controller stopped executing the chunk"
 
@@ -147,7 +201,9 @@ _REFUSAL = "arm_controller stopped executing the chunk"
 def verdict(ref: EpisodeTrace, got: EpisodeTrace) -> str:
     """SAME: identical chunks, outcome and steps. SAFETY_STOP: identical chunks up to the step the safety
     filter refused (the training simulator has no workspace box; the robot graph does), then the goal ended
-    with arm_controller's reason. DIFFERENT: anything else, i.e. the two saw or did different things."""
+    with arm_controller's reason. SAFETY_CLIP: identical chunks up to and including the one in which the
+    filter's shadow saw the first clip, different only after it (the arm moved less than asked, so later
+    observations differ). DIFFERENT: anything else, i.e. the two saw or did different things."""
     if ref.success == got.success and ref.steps == got.steps and chunks_agree(ref.chunks, got.chunks):
         return SAME
     if (
@@ -157,6 +213,11 @@ def verdict(ref: EpisodeTrace, got: EpisodeTrace) -> str:
         and chunks_agree(ref.chunks[: len(got.chunks)], got.chunks)
     ):
         return SAFETY_STOP
+    event = ref.first_filter_event
+    if event is not None and event["what"].startswith("clipped"):
+        upto = event["chunk"] + 1
+        if len(got.chunks) >= upto and chunks_agree(ref.chunks[:upto], got.chunks[:upto]):
+            return SAFETY_CLIP
     return DIFFERENT
 
 
@@ -245,6 +306,7 @@ def graph_check(
                 },
                 "verdict": verdict(ref, got),
                 "first_difference": first_difference(ref.chunks, got.chunks),
+                "first_filter_event": ref.first_filter_event,
             }
         )
         rows[-1]["agree"] = rows[-1]["verdict"] != DIFFERENT
@@ -257,6 +319,7 @@ def graph_check(
         "episodes": rows,
         "all_agree": all(r["agree"] for r in rows),
         "stopped_by_safety_filter": sum(r["verdict"] == SAFETY_STOP for r in rows),
+        "clipped_by_safety_filter": sum(r["verdict"] == SAFETY_CLIP for r in rows),
     }
     if out is not None:
         from svrl_trainer.atomic import write_text_atomic
@@ -276,8 +339,19 @@ def markdown(report: dict) -> str:
     ]
     for r in report["episodes"]:
         a, b = r["in_process"], r["graph"]
-        same = {SAME: "yes", SAFETY_STOP: "yes, until the safety filter stopped it", DIFFERENT: "**no**"}
+        same = {
+            SAME: "yes",
+            SAFETY_STOP: "yes, until the safety filter stopped it",
+            SAFETY_CLIP: "yes, until the safety filter clipped a command",
+            DIFFERENT: "**no**",
+        }
         why = "" if r["verdict"] == SAME else f" ({b['reason']})"
+        if r["verdict"] == SAFETY_CLIP:
+            e = r["first_filter_event"]
+            why = f" ({e['what']} at step {e['step']}, chunk {e['chunk']} action {e['action']})"
+        elif r["verdict"] == DIFFERENT and r["first_difference"] is not None:
+            d = r["first_difference"]
+            why += f"; chunks part at chunk {d['chunk']} action {d['action']}"
         lines.append(
             f"| {r['task']} | {'success' if a['success'] else 'fail'}, {a['steps']} steps | "
             f"{'success' if b['success'] else 'fail'}, {b['steps']} steps | {same[r['verdict']]}{why} |"
