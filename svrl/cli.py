@@ -30,6 +30,7 @@ _BENCH_REGISTRARS: list[tuple[str, str]] = [
     ("svrl_ros.cli", "register_bench"),
     ("svrl_trainer.bench_rollout", "register_bench"),
     ("svrl_trainer.bench_learn", "register_bench"),
+    ("svrl_trainer.bench_learn_table", "register_bench"),
     ("svrl_trainer.commands", "register_bench"),
 ]
 
