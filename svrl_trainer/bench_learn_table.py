@@ -62,7 +62,7 @@ def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
 def table_markdown(combined: dict[str, Any]) -> str:
     suites, n = combined["suites"], combined["baseline_demos_per_task"]
     rows = combined["success"]
-    cols = [*suites, "average"]
+    cols = _columns(suites)
     steps = ", ".join(
         f"{s} {p['grpo_steps']} steps / {p['grpo_minutes']:.0f} min" for s, p in combined["per_suite"].items()
     )
@@ -85,6 +85,11 @@ def table_markdown(combined: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _columns(suites: list[str]) -> list[str]:
+    """The suites, then their average when there is more than one."""
+    return [*suites, "average"] if len(suites) > 1 else list(suites)
+
+
 def _row(label: str, values: dict[str, float], cols: list[str]) -> str:
     return f"| {label} | " + " | ".join(f"{100 * values[c]:.1f} %" for c in cols) + " |"
 
@@ -98,7 +103,7 @@ def plot_table(combined: dict[str, Any], path: Path) -> None:
     import numpy as np
 
     n = combined["baseline_demos_per_task"]
-    cols = [*combined["suites"], "average"]
+    cols = _columns(combined["suites"])
     bars = (
         ("sft_1demo", "1-demo SFT", "#8c8c8c"),
         ("grpo", "1-demo SFT + GRPO", "#c44e52"),

@@ -85,3 +85,8 @@ def test_the_command_says_why_in_one_line_and_writes_nothing(tmp_path: Path) -> 
     assert run.returncode == 2, run.stdout + run.stderr
     assert run.stdout.startswith("svrl bench learn-table:") and "base" in run.stdout
     assert not out.exists()
+
+
+def test_one_suite_has_no_average_column(tmp_path: Path) -> None:
+    table = table_markdown(combine([_result(tmp_path, "goal", 0.2, 0.4, 0.6)]))
+    assert table.startswith("| held-out success | goal |\n|---|---|\n| 1-demo SFT | 20.0 % |\n")
