@@ -72,7 +72,7 @@ class FilterShadow:
         from svrl_ros.chunk_executor import action_targets
 
         env = self.env
-        measured_q = env.data.qpos[env.index.arm_qpos].copy()
+        measured_q = env.kinematics.joint_positions
         finger_q = env.data.qpos[env.index.finger_qpos].copy()
         arm, finger = action_targets(
             self.kinematics, measured_q, finger_q, action, self.action_space, env.control_dt
@@ -345,13 +345,16 @@ def markdown(report: dict) -> str:
             SAFETY_CLIP: "yes, until the safety filter clipped a command",
             DIFFERENT: "**no**",
         }
-        why = "" if r["verdict"] == SAME else f" ({b['reason']})"
-        if r["verdict"] == SAFETY_CLIP:
+        if r["verdict"] == SAME:
+            why = ""
+        elif r["verdict"] == SAFETY_CLIP:
             e = r["first_filter_event"]
             why = f" ({e['what']} at step {e['step']}, chunk {e['chunk']} action {e['action']})"
-        elif r["verdict"] == DIFFERENT and r["first_difference"] is not None:
-            d = r["first_difference"]
-            why += f"; chunks part at chunk {d['chunk']} action {d['action']}"
+        else:
+            why = f" ({b['reason']})"
+            if r["verdict"] == DIFFERENT and r["first_difference"] is not None:
+                d = r["first_difference"]
+                why += f"; chunks part at chunk {d['chunk']} action {d['action']}"
         lines.append(
             f"| {r['task']} | {'success' if a['success'] else 'fail'}, {a['steps']} steps | "
             f"{'success' if b['success'] else 'fail'}, {b['steps']} steps | {same[r['verdict']]}{why} |"
