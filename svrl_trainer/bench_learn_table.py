@@ -3,7 +3,8 @@
 SimpleVLA-RL reports its data-efficiency result as one table, a column per LIBERO suite: the 1-demo SFT policy,
 the same policy after RL, and the full-data SFT policy. `svrl bench learn` runs one suite per call (a suite is
 an hour of CPU), so this command only reads their `bench_learn.json` files and lays them out. It refuses
-results that would not belong in one table: two of the same suite, different bases or different baselines.
+results that would not belong in one table: two of the same suite, different bases, different baselines or
+GRPO runs with different `--grpo-set` settings (one suite at another learning rate is another experiment).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
     if len(demos) != 1:
         raise ValueError(f"the results use different baselines ({sorted(demos)} demos per task)")
     n = demos.pop()
+    overrides = {tuple(r["plan"].get("grpo_overrides", ())) for r in results}
+    if len(overrides) != 1:
+        raise ValueError(f"the results ran GRPO with different --grpo-set settings ({sorted(overrides)})")
     order = sorted(results, key=lambda r: SUITE_ORDER.index(r["suite"]) if r["suite"] in SUITE_ORDER else 99)
     rows = {"sft_1demo": {}, "grpo": {}, f"sft_{n}demo": {}}
     per_suite = {}
@@ -54,6 +58,7 @@ def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
         "success": rows,
         "per_suite": per_suite,
         "average_gain_points": 100 * (rows["grpo"]["average"] - rows["sft_1demo"]["average"]),
+        "grpo_overrides": list(overrides.pop()),
         "base": order[0]["base"],
         "machines": sorted({r["machine"] for r in order}),
     }
@@ -79,6 +84,9 @@ def table_markdown(combined: dict[str, Any]) -> str:
         f"GRPO: {steps}. Episodes per figure: "
         + ", ".join(f"{s} {p['episodes']}" for s, p in combined["per_suite"].items())
         + f". Base: `{combined['base']['path']}` (weights sha256 {str(combined['base']['model_sha256'])[:12]}).",
+        "GRPO settings beyond `svrl_trainer/configs/tiny.yaml`: "
+        + (", ".join(f"`{o}`" for o in combined.get("grpo_overrides", ())) or "none")
+        + ".",
         f"Machine: {'; '.join(combined['machines'])}.",
         "",
     ]

@@ -52,6 +52,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--backend", default="sim", help="env backend: sim, toy, or a plug-in (ros, libero)")
     ev.add_argument("--num-envs", type=int, default=16)
     ev.add_argument("--image-size", type=int, default=128)
+    ev.add_argument(
+        "--split", choices=["eval", "train"], default="eval",
+        help="initial states: eval (held out; the figure to report) or train (diagnostic: fit vs generalise)",
+    )  # fmt: skip
+    ev.add_argument(
+        "--temperature", type=float, default=0.0,
+        help="0: greedy (the reported protocol); > 0: sample as GRPO's rollouts do (diagnostic)",
+    )  # fmt: skip
+    ev.add_argument("--seed", type=int, default=0, help="sampling noise seed (with --temperature > 0)")
     ev.add_argument("--out", default=None, help="folder for eval.json / eval.md / eval.png")
     ev.add_argument(
         "--videos", type=int, default=0, metavar="N", help="also write GIFs of N episodes per task"

@@ -3,6 +3,10 @@
 Only each task's *evaluation* initial states are used here and the trainer only ever samples
 *training* states, so a reported success rate never comes from a state the policy was trained on
 (SimpleVLA-RL trains on LIBERO's evaluation states; see their issue #34).
+
+Two diagnostics step outside that on request, and the report says so: `split="train"` runs the training
+states (does RL generalise beyond the states it trained on, or only fit them?) and `temperature > 0` samples
+as GRPO's rollouts do (is a gain in sampled success also a gain for greedy decoding?).
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ class EvalReport:
     temperature: float
     protocol: str | None = None
     """the evaluation protocol the env ran under (`env.options.protocol`, svrl_policy/protocols.py), if any"""
+    split: str = "eval"
+    """which initial states: "eval" (held out, the figure to report) or "train" (a diagnostic)"""
 
     def suites(self) -> dict[str, float]:
         per_suite: dict[str, list[TaskResult]] = defaultdict(list)
@@ -65,6 +71,7 @@ class EvalReport:
     def to_dict(self) -> dict:
         return {
             "temperature": self.temperature,
+            "split": self.split,
             "protocol": self.protocol,
             "episodes": self.episodes,
             "lost_episodes": self.lost,
@@ -79,6 +86,11 @@ class EvalReport:
         for suite, rate in self.suites().items():
             lines.append(
                 f"| **{suite}** (all tasks) | {sum(r.episodes for r in self.tasks if r.suite == suite)} | **{100 * rate:.1f} %** |"
+            )
+        if self.split != "eval" or self.temperature > 0:
+            decoding = "greedy" if self.temperature == 0 else f"sampled at T = {self.temperature:g}"
+            lines.append(
+                f"\nDiagnostic: {self.split} initial states, {decoding} (not a held-out greedy figure)."
             )
         if self.lost:
             lines.append(f"\n{self.lost} episode(s) lost with a dead simulator worker: not counted.")
@@ -101,13 +113,21 @@ def evaluate(
     temperature: float = 0.0,
     progress=None,
     protocol: str | None = None,
+    split: str = "eval",
+    seed: int = 0,
 ) -> EvalReport:
     """Run each task from its first `episodes_per_task` evaluation initial states.
 
     `engine` is a `rollout_engine.RolloutEngine` (in process or Ray actors), already synced to the policy.
     `protocol`: the name of the evaluation protocol the engine's env runs (recorded in the report); a
     protocol that decodes greedily (SimpleVLA-RL's, OpenVLA-OFT's) refuses a temperature above 0.
+    `split="train"` runs the first training states instead; `seed` fixes the sampling noise when
+    `temperature > 0`, so a sampled evaluation is repeatable.
     """
+    if split not in ("eval", "train"):
+        raise ValueError(f"split must be 'eval' or 'train', got {split!r}")
+    if temperature < 0 or not np.isfinite(temperature):
+        raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature}")
     if protocol is not None:
         from svrl_policy.protocols import get_protocol
 
@@ -115,16 +135,17 @@ def evaluate(
             raise ValueError(f"protocol {protocol!r} evaluates greedily (temperature 0), got {temperature}")
     specs: list[EpisodeSpec] = []
     for task in tasks:
-        states = task.eval_states
+        states = task.eval_states if split == "eval" else task.train_states
         if episodes_per_task > len(states):
             raise ValueError(
-                f"{task.name} has {len(states)} evaluation initial states, {episodes_per_task} requested"
+                f"{task.name} has {len(states)} {split} initial states, {episodes_per_task} requested"
             )
         specs += [EpisodeSpec(task.name, state) for state in states[:episodes_per_task]]
     max_steps = max(task.max_steps for task in tasks)
     batch = engine.collect(
         specs,
         temperature=temperature,
+        seed=seed if temperature > 0 else None,  # greedy decoding draws no noise: leave it as it was
         max_chunks=max_chunks_for(max_steps, chunk_length),
         keep_observations=False,
         on_wave_done=progress,
@@ -134,7 +155,7 @@ def evaluate(
         idx = [i for i, s in enumerate(batch.specs) if s.task == task.name and not batch.worker_failed[i]]
         lost = sum(1 for i, s in enumerate(batch.specs) if s.task == task.name and batch.worker_failed[i])
         results.append(TaskResult(task.name, task.suite, len(idx), int(np.sum(batch.success[idx])), lost))
-    return EvalReport(results, temperature, protocol)
+    return EvalReport(results, temperature, protocol, split)
 
 
 def plot_task_success(report: EvalReport, path: Path, title: str) -> None:

@@ -2,11 +2,13 @@
 
 The DDS test runs the whole sim graph in real time (`svrl up --profile sim`, sim_node `timing: realtime`)
 with a policy made deliberately slow in a controlled way (`simulated_latency_s` 0.25 s, two and a half
-control periods, added to every inference), so the outcome does not hang on how loaded the machine is:
+control periods, added to every inference). The outcome still hangs on the machine's own latency (see the
+`slow` mark below), so the DDS test is out of `make test`:
 synchronous inference leaves two states without a command at each boundary while the sim keeps time (the
 chunk cannot arrive before the state after its predecessor's last action plus 0.25 s); a loaded machine
 can only stall the sim's own timer and shrink that, so the test asks for one per boundary on average.
-Asynchronous inference starts the next chunk 7 steps before the end and has over 0.4 s of slack.
+Asynchronous inference starts the next chunk once 7 steps or fewer remain, that is as soon as a chunk lands, so
+each chunk must land within 0.8 s - 2 x latency: 0.3 s less twice the graph's own latency.
 arm_controller runs one cycle per joint state (`trigger: joint_states`), so "no command for a state" is an
 exact count, not a timing judgement.
 """
@@ -122,7 +124,12 @@ def test_probe_counts_a_resent_chunk_once() -> None:
     assert [(c.arrived_s, c.stamp_ns) for c in probe._record.chunks] == [(1.0, 3 * 10**9), (3.0, 4 * 10**9)]
 
 
+# `slow`: out of `make test` (run by `make test-all`). It holds only where the graph's own latency stays well
+# under async's slack. On session 11's 2-core Intel Xeon (idle) it failed 8 of 12 runs: sync boundaries left
+# 2-4 states unanswered, not the 2 the 0.25 s explains, and async goals 2-15 (the slack above was ~0.1 s). A
+# wall-clock outcome cannot gate CI; `svrl bench chunks` measures the same thing as a benchmark.
 @pytest.mark.ros
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_async_inference_leaves_no_state_without_a_command_where_sync_does(
     processes, graph_checkpoint: Path, tmp_path: Path

@@ -22,11 +22,13 @@ def _base(tmp_path: Path, sha: str) -> Path:
 
 
 def _result(
-    tmp_path: Path, suite: str, sft1: float, grpo: float, sft10: float, sha: str = "aaa", demos: int = 10
-):
+    tmp_path: Path, suite: str, sft1: float, grpo: float, sft10: float, sha: str = "aaa", demos: int = 10,
+    overrides: tuple[str, ...] = ("optim.lr=2e-4",),
+):  # fmt: skip
     plan = LearnPlan(
-        out=tmp_path / suite, suite=suite, base=_base(tmp_path, sha), baseline_demos_per_task=demos
-    )
+        out=tmp_path / suite, suite=suite, base=_base(tmp_path, sha), baseline_demos_per_task=demos,
+        grpo_overrides=overrides,
+    )  # fmt: skip
     reports = {
         name: {"success_rate": rate, "episodes": 300, "tasks": []}
         for name, rate in (("sft_1demo", sft1), ("grpo", grpo), (f"sft_{demos}demo", sft10))
@@ -50,6 +52,7 @@ def test_suites_in_the_papers_order_with_averages_and_gains(tmp_path: Path) -> N
     assert "| 1-demo SFT + GRPO | 60.0 % | 30.0 % | 45.0 % |" in table
     assert "| gain (points) | +40.0 | +20.0 | +30.0 |" in table
     assert "| 10-demo SFT | 50.0 % | 40.0 % | 45.0 % |" in table
+    assert "GRPO settings beyond `svrl_trainer/configs/tiny.yaml`: `optim.lr=2e-4`." in table
 
     paths = []
     for r in results:
@@ -71,6 +74,8 @@ def test_results_that_do_not_belong_in_one_table_are_refused(tmp_path: Path) -> 
         combine([spatial, _result(tmp_path, "object", 0.1, 0.2, 0.3, sha="bbb")])
     with pytest.raises(ValueError, match="different baselines"):
         combine([spatial, _result(tmp_path, "object", 0.1, 0.2, 0.3, demos=5)])
+    with pytest.raises(ValueError, match="different --grpo-set"):
+        combine([spatial, _result(tmp_path, "object", 0.1, 0.2, 0.3, overrides=("optim.lr=5e-5",))])
 
 
 def test_the_command_says_why_in_one_line_and_writes_nothing(tmp_path: Path) -> None:
