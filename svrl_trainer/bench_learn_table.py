@@ -85,7 +85,7 @@ def table_markdown(combined: dict[str, Any]) -> str:
         + ", ".join(f"{s} {p['episodes']}" for s, p in combined["per_suite"].items())
         + f". Base: `{combined['base']['path']}` (weights sha256 {str(combined['base']['model_sha256'])[:12]}).",
         "GRPO settings beyond `svrl_trainer/configs/tiny.yaml`: "
-        + (", ".join(f"`{o}`" for o in combined.get("grpo_overrides", ())) or "none")
+        + (", ".join(f"`{o}`" for o in combined["grpo_overrides"]) or "none")
         + ".",
         f"Machine: {'; '.join(combined['machines'])}.",
         "",

@@ -50,16 +50,6 @@ def run_train(config_path: str, *, resume: bool, overrides: dict, overwrite: boo
     return 0
 
 
-def _default_eval_folder(args: argparse.Namespace) -> str:
-    """`eval` for the held-out greedy figure; a diagnostic gets a folder of its own so it never replaces it."""
-    split, temperature = getattr(args, "split", "eval"), getattr(args, "temperature", 0.0)
-    return "_".join(
-        ["eval"]
-        + (["train"] if split == "train" else [])
-        + ([f"T{temperature:g}"] if temperature > 0 else [])
-    )
-
-
 def run_eval(args: argparse.Namespace) -> int:
     import torch
 
@@ -89,10 +79,9 @@ def run_eval(args: argparse.Namespace) -> int:
                 engine, tasks, episodes_per_task=args.episodes_per_task,
                 chunk_length=policy.config.chunk_len, progress=lambda n: progress.advance(bar, n),
                 protocol=(getattr(args, "env_options", None) or {}).get("protocol"),
-                split=getattr(args, "split", "eval"), temperature=getattr(args, "temperature", 0.0),
-                seed=getattr(args, "seed", 0),
+                split=args.split, temperature=args.temperature, seed=args.seed,
             )  # fmt: skip
-        out = Path(args.out or Path(args.ckpt) / _default_eval_folder(args))
+        out = Path(args.out or Path(args.ckpt) / report.folder_name)
         report.write(out, title=Path(args.ckpt).name)
         if args.videos:
             from svrl_trainer.videos import record_eval_videos

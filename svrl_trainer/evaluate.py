@@ -57,6 +57,19 @@ class EvalReport:
         }
 
     @property
+    def is_diagnostic(self) -> bool:
+        """not the held-out greedy figure a result reports: training states, or sampled decoding"""
+        return self.split != "eval" or self.temperature > 0
+
+    @property
+    def folder_name(self) -> str:
+        """`eval` for the held-out greedy figure; a diagnostic gets one of its own so it never replaces it"""
+        suffix = (["train"] if self.split == "train" else []) + (
+            [f"T{self.temperature:g}"] if self.temperature > 0 else []
+        )
+        return "_".join(["eval", *suffix])
+
+    @property
     def overall(self) -> float:
         return sum(r.successes for r in self.tasks) / max(sum(r.episodes for r in self.tasks), 1)
 
@@ -87,7 +100,7 @@ class EvalReport:
             lines.append(
                 f"| **{suite}** (all tasks) | {sum(r.episodes for r in self.tasks if r.suite == suite)} | **{100 * rate:.1f} %** |"
             )
-        if self.split != "eval" or self.temperature > 0:
+        if self.is_diagnostic:
             decoding = "greedy" if self.temperature == 0 else f"sampled at T = {self.temperature:g}"
             lines.append(
                 f"\nDiagnostic: {self.split} initial states, {decoding} (not a held-out greedy figure)."
