@@ -1,42 +1,44 @@
-"""GRPO from the base shipped in models/ raises its greedy success on the training states it practises on.
+"""GRPO from the base shipped in models/ raises its sampled success on the training state it practises on.
 
 The toy test (test_grpo_learns.py) shows the algorithm learns; this one shows it learns on the embedded
-simulator from the start svrl gives its users: the shipped base on one pretraining-pool task, the same few
-training initial states rolled out again and again (`env.train_states_per_task`), as a user's first GRPO run
-on a task the base half-masters. Bounded by GRPO steps, never by time. `slow` (minutes on 2 cores): .ci/run
-runs it after `make test`.
+simulator from the start svrl gives its users: the shipped base on one pretraining-pool task it half-masters,
+one training initial state (`env.train_states_per_task: 1`) rolled out in 8 groups of 8 at every step. The
+figure is the quantity GRPO maximises, success under the sampling policy (T = 1), read from the trainer's own
+rollouts: the mean over the first 4 steps against the mean over the last 4 (256 episodes or more each).
+Bounded by GRPO steps, never by time. `slow` (~7 min on 2 cores): .ci/run runs it after `make test`.
 
-Measured with this config and seed (session 9, 2-core AMD EPYC, other jobs on the cores): greedy success on
-the 16 states 7/16 -> 13/16 after 10 steps; the test asks for +20 points (4 states).
+Why not greedy success on 16 states, what this test asked before (session 12): that version (4 groups a step
+over 16 states, lr 1e-4) went 7/16 -> 6/16 in 10 steps on CI and here, and its per-step sampled success had
+no trend over 15 steps at lr 1e-4 or 2e-4: too little practice per state to move in 10 steps, and greedy
+success on 16 states swings by 4 states with a KL of 3e-4. On one state a greedy outcome is all or nothing
+(seen 1 -> 0 -> 1 within 8 steps), so it is no figure either.
+
+Measured with this config (session 12, 2-core Intel Xeon, idle), first 4 -> last 4 steps: seed 0 (the
+test's) 0.539 -> 0.807 in 399 s, seed 1 0.625 -> 0.859, seed 2 0.572 -> 0.797; with 4 groups a step instead of 8, gains of 0.07-0.18. One standard error of
+the difference is ~0.04, so the test asks for +0.10.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from svrl_policy.shipped import shipped_base
 from svrl_trainer.config import load_train_config
-from svrl_trainer.evaluate import evaluate
 from svrl_trainer.train import GrpoTrainer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 TASK = "pretrain/lift_puck"
-STATES = 16
-STEPS = 10
-MIN_GAIN = 0.2
+STEPS = 16
+WINDOW = 4
+MIN_GAIN = 0.10
 
 
-def _greedy_success_on_training_states(trainer: GrpoTrainer) -> float:
-    own = [dataclasses.replace(t, eval_states=t.train_states) for t in trainer.tasks]
-    return evaluate(trainer.rollout, own, episodes_per_task=STATES, chunk_length=trainer.chunk_length).overall
-
-
-def test_grpo_from_the_shipped_base_raises_success_on_its_training_states(tmp_path: Path) -> None:
+def test_grpo_from_the_shipped_base_raises_sampled_success_on_its_training_state(tmp_path: Path) -> None:
     raw = {
         "init_checkpoint": str(shipped_base()),
         "out_dir": str(tmp_path / "run"),
@@ -44,22 +46,23 @@ def test_grpo_from_the_shipped_base_raises_success_on_its_training_states(tmp_pa
         "seed": 0,
         "threads": 2,
         "env": {"backend": "sim", "tasks": [TASK], "num_envs": 16, "num_workers": 2, "image_size": 96,
-                "train_states_per_task": STATES},
-        "grpo": {"group_size": 8, "groups_per_batch": 4, "temperature": 1.0},
-        "optim": {"lr": 1e-4, "mini_batches": 2},
+                "train_states_per_task": 1},
+        "grpo": {"group_size": 8, "groups_per_batch": 8, "temperature": 1.0},
+        "optim": {"lr": 2e-4, "mini_batches": 4},
         "eval": {"every": 0, "before_training": False},
         "checkpoint": {"every": 0},
     }  # fmt: skip
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
     trainer = GrpoTrainer(load_train_config(tmp_path / "config.yaml"))
     try:
-        curve = [(0, _greedy_success_on_training_states(trainer))]
-        for _ in range(STEPS):
-            trainer.train_step()
-        curve.append((trainer.step, _greedy_success_on_training_states(trainer)))
+        steps = [trainer.train_step() for _ in range(STEPS)]
     finally:
         trainer.close()
-    print(f"greedy success on the {STATES} training states: {curve}")
-    start, end = curve[0][1], curve[-1][1]
-    assert 0.0 < start < 1.0, f"the base should half-master {TASK}: {curve}"
-    assert end >= start + MIN_GAIN, f"GRPO did not raise success by {MIN_GAIN:.0%} in {STEPS} steps: {curve}"
+    sampled = [m["rollout/sampled_success"] for m in steps]
+    print(f"sampled success per step: {np.round(sampled, 3).tolist()}")
+    assert all(m["train/updated"] for m in steps), "every step should keep a group with mixed outcomes"
+    first, last = float(np.mean(sampled[:WINDOW])), float(np.mean(sampled[-WINDOW:]))
+    assert 0.0 < first < 1.0, f"the base should half-master {TASK}'s first training state: {sampled}"
+    assert last >= first + MIN_GAIN, (
+        f"GRPO did not raise sampled success by {MIN_GAIN} in {STEPS} steps ({first:.3f} -> {last:.3f}): {sampled}"
+    )
