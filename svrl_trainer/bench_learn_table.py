@@ -83,7 +83,7 @@ def table_markdown(combined: dict[str, Any]) -> str:
         "",
         f"GRPO: {steps}. Episodes per figure: "
         + ", ".join(f"{s} {p['episodes']}" for s, p in combined["per_suite"].items())
-        + f". Base: `{combined['base']['path']}` (weights sha256 {str(combined['base']['model_sha256'])[:12]}).",
+        + f". Base: `{_shown_path(combined['base']['path'])}` (weights sha256 {str(combined['base']['model_sha256'])[:12]}).",
         "GRPO settings beyond `svrl_trainer/configs/tiny.yaml`: "
         + (", ".join(f"`{o}`" for o in combined["grpo_overrides"]) or "none")
         + ".",
@@ -91,6 +91,15 @@ def table_markdown(combined: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _shown_path(path: str) -> str:
+    """Relative to the working directory when under it: a committed table names `models/base-tiny96`, not
+    the absolute path of the checkout it ran in (the JSON keeps that, as provenance)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path
 
 
 def _columns(suites: list[str]) -> list[str]:

@@ -53,6 +53,7 @@ def test_suites_in_the_papers_order_with_averages_and_gains(tmp_path: Path) -> N
     assert "| gain (points) | +40.0 | +20.0 | +30.0 |" in table
     assert "| 10-demo SFT | 50.0 % | 40.0 % | 45.0 % |" in table
     assert "GRPO settings beyond `svrl_trainer/configs/tiny.yaml`: `optim.lr=2e-4`." in table
+    assert f"Base: `{tmp_path / 'base-aaa'}`" in table  # outside the working directory: as recorded
 
     paths = []
     for r in results:
@@ -64,6 +65,14 @@ def test_suites_in_the_papers_order_with_averages_and_gains(tmp_path: Path) -> N
     assert json.loads((out / "bench_learn_suites.json").read_text())["sources"] == [str(p) for p in paths]
     assert (out / "bench_learn_suites.md").read_text() == table
     assert (out / "bench_learn_suites.png").stat().st_size > 0
+
+
+def test_a_base_under_the_working_directory_is_named_relative_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    table = table_markdown(combine([_result(tmp_path, "spatial", 0.2, 0.6, 0.5)]))
+    assert "Base: `base-aaa` (weights sha256 aaa)" in table
 
 
 def test_results_that_do_not_belong_in_one_table_are_refused(tmp_path: Path) -> None:
