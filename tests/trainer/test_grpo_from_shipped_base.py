@@ -9,13 +9,13 @@ Bounded by GRPO steps, never by time. `slow` (~7 min on 2 cores): .ci/run runs i
 
 Why not greedy success on 16 states, what this test asked before (session 12): that version (4 groups a step
 over 16 states, lr 1e-4) went 7/16 -> 6/16 in 10 steps on CI and here, and its per-step sampled success had
-no trend over 15 steps at lr 1e-4 or 2e-4: too little practice per state to move in 10 steps, and greedy
+no trend (10 steps at lr 1e-4, 15 at 2e-4): too little practice per state to move in so few steps, and greedy
 success on 16 states swings by 4 states with a KL of 3e-4. On one state a greedy outcome is all or nothing
 (seen 1 -> 0 -> 1 within 8 steps), so it is no figure either.
 
 Measured with this config (session 12, 2-core Intel Xeon, idle), first 4 -> last 4 steps: seed 0 (the
-test's) 0.539 -> 0.807 in 399 s, seed 1 0.625 -> 0.859, seed 2 0.572 -> 0.797; with 4 groups a step instead of 8, gains of 0.07-0.18. One standard error of
-the difference is ~0.04, so the test asks for +0.10.
+test's) 0.539 -> 0.807 in 399 s, seed 1 0.625 -> 0.859, seed 2 0.572 -> 0.797; with 4 groups a step
+instead of 8, gains of 0.07-0.18. One standard error of the difference is ~0.04, so the test asks for +0.10.
 """
 
 from __future__ import annotations
