@@ -142,10 +142,12 @@ def test_timeout_aborts(make_graph) -> None:
     assert response.status == GoalStatus.STATUS_ABORTED
     assert response.result.reason == Result.REASON_TIMEOUT
     # How many steps fit in 0.2 s depends on the machine's load (CI once saw the goal's start delayed past
-    # the limit: 0 steps); what must hold is that the limit was honoured and the count is the runner's own.
+    # the limit: 0 steps); what must hold is that the limit was honoured and the count is the steps the server
+    # sent. The timeout can land while the runner computes one more chunk, never sent (session 12 saw 6 sent,
+    # 7 computed), so the runner's own count may be one chunk ahead.
     result = response.result
     assert result.elapsed.sec + result.elapsed.nanosec * 1e-9 >= 0.2
-    assert result.steps == graph.runner.steps
+    assert result.steps <= graph.runner.steps <= result.steps + 1
 
 
 def test_runner_error_aborts_the_goal_not_the_node(make_graph) -> None:
