@@ -10,6 +10,11 @@ script turns those into the card's commands, loss curve, success table and time,
         --log runs/base_v6/train.log --log runs/base_v7/train.log --eval runs/base_v7/eval4000 \\
         --pool-command "svrl demos --suite pretrain --per-task 30 --image-size 96 --noise 0.005" \\
         --out models/base-tiny96
+
+A base trained on from a shipped one (`svrl pretrain --init models/base-tiny96 ...`) names it with `--prior`:
+its recorded stages, commands and times come first, since the checkpoints they came from are long gone. A
+stage that trained on more than one dataset names each with `--dataset DIR "svrl demos ..."`; the card calls
+it runs/base/<DIR's name>.
 """
 
 from __future__ import annotations
@@ -39,15 +44,16 @@ LOG_LINE = re.compile(r"^(\S+ \S+),\d+ INFO svrl_trainer\.sft: step (\d+)/\d+ ")
 FLAGLESS = ("weight_decay", "min_lr_frac", "grad_clip")
 
 
-def stage_command(index: int, config: dict, step: int) -> str:
-    """The `svrl pretrain` line that reproduces a stage from its recorded parameters (paths made canonical)."""
+def stage_command(index: int, config: dict, step: int, data: list[str] | None = None) -> str:
+    """The `svrl pretrain` line that reproduces a stage from its recorded parameters (paths made canonical:
+    `data` names the datasets, by default the one pool)."""
     from svrl_trainer.sft import SFTConfig
 
     defaults = {f.name: f.default for f in dataclasses.fields(SFTConfig)}
     for name in FLAGLESS:
         if config[name] != defaults[name]:
             raise SystemExit(f"stage {index}: {name}={config[name]} has no CLI flag; the card cannot name it")
-    args = ["svrl", "pretrain", "--data", POOL_DIR]
+    args = ["svrl", "pretrain", "--data", *(data or [POOL_DIR])]
     if config["init"]:
         args += ["--init", f"runs/base/stage{index - 1}"]
         if config.get("grow"):
@@ -107,6 +113,38 @@ def training_hours(log: Path, last_step: int) -> tuple[float, int]:
     return seconds / 3600, replaced
 
 
+def cpu_name() -> str:
+    """'2-core Intel(R) Xeon(R) Processor': the machine a stage ran on, for the card."""
+    import os
+
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        model = next(
+            line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        model = "CPU"
+    return f"{os.cpu_count()}-core {model}"
+
+
+def dataset_names(args: argparse.Namespace, states: list[dict]) -> dict[str, tuple[str, str]]:
+    """Each dataset the new stages trained on (resolved path) -> (the card's name for it, the svrl demos line
+    that made it). A stage trained on data the arguments do not name is refused: the card would be wrong."""
+    used = {str(Path(d).resolve()) for s in states for d in s["config"]["data"]}
+    if args.pool_command is not None:
+        if len(used) != 1:
+            raise SystemExit(
+                f"the stages were trained on different data ({sorted(used)}): name each with --dataset"
+            )
+        return {used.pop(): (POOL_DIR, args.pool_command)}
+    names = {str(Path(d).resolve()): (f"runs/base/{Path(d).name}", line) for d, line in args.dataset}
+    if len({n for n, _ in names.values()}) != len(names):
+        raise SystemExit("two --dataset folders share a name: the card could not tell them apart")
+    if missing := used - set(names):
+        raise SystemExit(f"the stages trained on {sorted(missing)} too: name it with --dataset")
+    return names
+
+
 def plot_loss(histories: list[list[dict]], offsets: list[int], path: Path) -> None:
     import matplotlib
 
@@ -143,7 +181,23 @@ def main() -> None:
         "--eval", type=Path, required=True, help="svrl eval output of the last stage on the pool"
     )
     parser.add_argument("--eval-command", required=True, help="the svrl eval line that made --eval")
-    parser.add_argument("--pool-command", required=True, help="the svrl demos line that made the pool's data")
+    data_source = parser.add_mutually_exclusive_group(required=True)
+    data_source.add_argument(
+        "--pool-command", help="the svrl demos line that made the one dataset all stages used"
+    )
+    data_source.add_argument(
+        "--dataset", nargs=2, action="append", metavar=("DIR", "COMMAND"),
+        help="a dataset the stages trained on and the svrl demos line (without --out) that made it",
+    )  # fmt: skip
+    parser.add_argument(
+        "--prior", type=Path, help="a shipped base the first --stage continued from (its training.json)"
+    )
+    parser.add_argument(
+        "--machine", default=cpu_name(), help="what the new stages ran on (default: this machine's CPU)"
+    )
+    parser.add_argument(
+        "--prior-machine", default="not recorded", help="what the prior's stages ran on, if it does not say"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if len(args.log) != len(args.stage):
@@ -154,49 +208,62 @@ def main() -> None:
     final = args.stage[-1]
     load_components(final)  # checksums verified: what ships is what was evaluated
     report = json.loads((args.eval / "eval.json").read_text())
-    states = [json.loads((s / "trainer_state.json").read_text()) for s in args.stage]
-    histories = [s["progress"]["history"] for s in states]
-    offsets = [0]
-    for s in states[:-1]:
-        offsets.append(offsets[-1] + s["step"])
-    data = {str(Path(d).resolve()) for s in states for d in s["config"]["data"]}
-    if len(data) != 1:
-        raise SystemExit(
-            f"the stages were trained on different data ({sorted(data)}): the card names one pool"
+    new_states = [json.loads((s / "trainer_state.json").read_text()) for s in args.stage]
+    names = dataset_names(args, new_states)
+    if args.prior is not None and not (args.prior / "training.json").is_file():
+        raise SystemExit(f"--prior {args.prior} holds no training.json: not a base this script shipped")
+    prior = json.loads((args.prior / "training.json").read_text()) if args.prior else None
+    init = new_states[0]["config"]["init"]
+    if prior is None and init:
+        raise SystemExit(f"stage 1 starts from {init}: name that base with --prior")
+    if prior is not None and (not init or Path(init).resolve() != args.prior.resolve()):
+        raise SystemExit(f"--prior {args.prior}, but the first --stage started from {init}")
+    commands = []
+    for directory, line in names.values():
+        command = f"{line} --out {directory}"
+        if prior is not None and directory == POOL_DIR and command != prior["commands"][0]:
+            raise SystemExit(f"{directory} must be made as the prior's was: {prior['commands'][0]}")
+        commands.append(command)
+    first = len(prior["stages"]) + 1 if prior else 1
+    commands += [
+        stage_command(
+            i, s["config"], s["step"], [names[str(Path(d).resolve())][0] for d in s["config"]["data"]]
         )
-    times = [training_hours(log, s["step"]) for log, s in zip(args.log, states, strict=True)]
-    commands = [args.pool_command + f" --out {POOL_DIR}"]
-    commands += [stage_command(i, s["config"], s["step"]) for i, s in enumerate(states, start=1)]
+        for i, s in enumerate(new_states, start=first)
+    ]
+    times = [training_hours(log, s["step"]) for log, s in zip(args.log, new_states, strict=True)]
+    stages = [
+        {"checkpoint": str(stage), "step": s["step"], "config": s["config"], "history": s["progress"]["history"],
+         "training_seconds": round(t[0] * 3600), "paused_intervals_replaced": t[1], "machine": args.machine}
+        for stage, s, t in zip(args.stage, new_states, times, strict=True)
+    ]  # fmt: skip
+    if prior is not None:
+        n = len(prior["stages"])
+        commands = [*dict.fromkeys(prior["commands"][: -n] + commands[: -len(new_states)]),
+                    *prior["commands"][-n:], *commands[-len(new_states):]]  # fmt: skip
+        stages = [{"machine": args.prior_machine, **s} for s in prior["stages"]] + stages
 
     with atomic_directory(args.out) as tmp:
         for name in POLICY_FILES:
             shutil.copy2(final / name, tmp / name)
-        plot_loss(histories, offsets, tmp / "loss.png")
+        offsets = list(itertools.accumulate([0] + [s["step"] for s in stages[:-1]]))
+        plot_loss([s["history"] for s in stages], offsets, tmp / "loss.png")
         shutil.copy2(args.eval / "eval.json", tmp / "eval.json")
         shutil.copy2(args.eval / "eval.png", tmp / "eval.png")
-        training = {
-            "stages": [
-                {"checkpoint": str(stage), "step": s["step"], "config": s["config"], "history": s["progress"]["history"],
-                 "training_seconds": round(t[0] * 3600), "paused_intervals_replaced": t[1]}
-                for stage, s, t in zip(args.stage, states, times, strict=True)
-            ],
-            "commands": commands,
-            "eval_command": args.eval_command,
-        }  # fmt: skip
+        training = {"stages": stages, "commands": commands, "eval_command": args.eval_command}
         (tmp / "training.json").write_text(json.dumps(training, indent=1) + "\n")
-        (tmp / "README.md").write_text(card(args, states, times, commands, report))
+        (tmp / "README.md").write_text(card(args, stages, commands, report))
     print(f"wrote {args.out}: success {100 * report['success_rate']:.1f} % on {report['episodes']} episodes")
 
 
-def card(args, states: list[dict], times: list[tuple[float, int]], commands: list[str], report: dict) -> str:
-    total_steps = sum(s["step"] for s in states)
-    hours = sum(t[0] for t in times)
+def card(args: argparse.Namespace, stages: list[dict], commands: list[str], report: dict) -> str:
+    total_steps = sum(s["step"] for s in stages)
+    hours = sum(s["training_seconds"] for s in stages) / 3600
     successes = round(report["success_rate"] * report["episodes"])
-    last = [s["progress"]["history"][-1] for s in states]
     rows = "\n".join(
-        f"| {i} | {s['step']:,} | {'from scratch, ' + s['config']['preset'] if not s['config']['init'] else 'from stage ' + str(i - 1) + (', grown ' + s['config']['grow'] if s['config'].get('grow') else '')} "
-        f"| {h['loss']:.3f} | {h['token_acc']:.3f} | {h.get('keypoints', float('nan')):.3f} | {t[0]:.1f} h |"
-        for i, (s, h, t) in enumerate(zip(states, last, times, strict=True), start=1)
+        f"| {i} | {s['step']:,} | {_start(i, s['config'])} | {h['loss']:.3f} | {h['token_acc']:.3f} "
+        f"| {h.get('keypoints', float('nan')):.3f} | {s['training_seconds'] / 3600:.1f} h | {s['machine']} |"
+        for i, (s, h) in enumerate(((s, s["history"][-1]) for s in stages), start=1)
     )
     tasks = "\n".join(
         f"| {t['task']} | {t['episodes']} | {100 * t['success_rate']:.0f} % |" for t in report["tasks"]
@@ -223,17 +290,18 @@ evaluation initial states, which no demonstration starts from):
 
 ## How it was made
 
-{len(states)} stages, {total_steps:,} optimizer steps of batch 32 in all, about **{hours:.1f} h** of training on a
-2-core AMD EPYC CPU (no GPU). The time comes from the training logs' timestamps; pauses for evaluations are
-replaced by the median interval, and other work shared the cores at times, so treat it as an upper bound.
+{len(stages)} stages, {total_steps:,} optimizer steps of batch 32 in all, about **{hours:.1f} h** of training on
+CPUs (no GPU; each stage's machine is in the table). The time comes from the training logs' timestamps; pauses
+for evaluations are replaced by the median interval, and other work shared the cores at times, so treat it as
+an upper bound.
 
-| stage | steps | start | final CE | token acc | keypoint loss | time |
-|---|---|---|---|---|---|---|
+| stage | steps | start | final CE | token acc | keypoint loss | time | machine |
+|---|---|---|---|---|---|---|---|
 {rows}
 
 A stage stopped with `--stop-after` keeps the learning-rate schedule of its `--steps` (nearly constant at
-these steps: the last stage is the one that decays it). The runs themselves were stopped and resumed across
-sessions, and taken at those steps from their periodic checkpoints; resuming is bit-exact
+these steps: a stage that runs its whole `--steps` is one that decays it). The runs themselves were stopped and
+resumed across sessions, and taken at those steps from their periodic checkpoints; resuming is bit-exact
 (`tests/policy/test_sft_resume.py`), so the commands below, run once each, give the same weights on the same
 machine and thread count (floating-point reductions may differ on another CPU).
 
@@ -241,8 +309,8 @@ machine and thread count (floating-point reductions may differ on another CPU).
 {code}
 ```
 
-Stage {len(states)}'s `runs/base/stage{len(states)}` is this folder's checkpoint (`training.json` holds each
-stage's recorded parameters and loss history; the runs originally lived in {", ".join(f"`{s}`" for s in args.stage)}).
+Stage {len(stages)}'s `runs/base/stage{len(stages)}` is this folder's checkpoint (`training.json` holds each
+stage's recorded parameters and loss history; the runs originally lived in {", ".join(f"`{s['checkpoint']}`" for s in stages)}).
 
 ![loss](loss.png)
 
@@ -252,6 +320,14 @@ stage's recorded parameters and loss history; the runs originally lived in {", "
 `preprocessor.json`, `tokenizer.json`, and `manifest.json` whose sha256 sums every load checks. `eval.json`
 / `eval.png` are the evaluation above.
 """
+
+
+def _start(index: int, config: dict) -> str:
+    if not config["init"]:
+        return f"from scratch, {config['preset']}"
+    grown = f", grown {config['grow']}" if config.get("grow") else ""
+    more = f", on {len(config['data'])} datasets" if len(config["data"]) > 1 else ""
+    return f"from stage {index - 1}{grown}{more}"
 
 
 if __name__ == "__main__":

@@ -142,10 +142,13 @@ def write_demos(
     overwrite: bool = False,
     on_episode: Callable[[str, bool], None] | None = None,
     noise: float = 0.0,
+    first_state: int = 0,
 ) -> DemoSummary:
     """Record `per_task` successful expert demos of each task and write them to `out`.
 
-    `noise` > 0: DART noise (metres, standard deviation) on the executed translation, see the module doc."""
+    `noise` > 0: DART noise (metres, standard deviation) on the executed translation, see the module doc.
+    `first_state`: the init state to start from, so that a second dataset of the same tasks (more demos of the
+    tasks a base fails most) holds states the first one does not instead of repeating its episodes."""
     from svrl_policy.dataset import DatasetWriter  # the dataset format belongs to svrl_policy
     from svrl_policy.features import FOCUS_FEATURES, focus_pixel_features
     from svrl_sim.constants import ACTION_DIMS, CAMERAS, DEFAULT_CONTROL_HZ
@@ -157,11 +160,15 @@ def write_demos(
     check_demo_noise(noise, action_space)
     tasks = [get_task(t).name for t in task_names]
     n_states = num_init_states(split)
-    if per_task > n_states:
-        raise ValueError(f"per_task={per_task} exceeds the {n_states} init states of split {split!r}")
+    if first_state < 0:
+        raise ValueError(f"first_state must be >= 0, got {first_state}")
+    if first_state + per_task > n_states:
+        raise ValueError(
+            f"first_state={first_state} + per_task={per_task} exceeds the {n_states} init states of split {split!r}"
+        )
     ensure_gl_backend()
     summary = DemoSummary(Path(out), per_task={t: 0 for t in tasks})
-    next_index = {t: per_task for t in tasks}
+    next_index = {t: first_state + per_task for t in tasks}
     pool = (
         ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) if workers > 1 else None
     )
@@ -204,7 +211,7 @@ def write_demos(
             overwrite=overwrite,
             extra_features=dict.fromkeys((*FOCUS_FEATURES, *focus_pixel_features(CAMERAS)), "float32"),
         ) as writer:
-            jobs = [job for t in tasks for job in _jobs(t, 0, per_task)]
+            jobs = [job for t in tasks for job in _jobs(t, first_state, per_task)]
             while jobs:
                 for task, episodes in run(jobs):
                     for index, episode in episodes:

@@ -72,3 +72,66 @@ def test_the_card_is_made_from_the_runs_own_records(
     stages = json.loads((out / "training.json").read_text())["stages"]
     assert [(s["training_seconds"], s["paused_intervals_replaced"]) for s in stages] == [(10, 0), (30, 1)]
     assert (out / "loss.png").stat().st_size > 0
+
+
+def test_a_base_trained_on_from_a_shipped_one_keeps_its_stages(
+    reach_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--prior: the shipped base's stages, commands and times come first; --dataset: a stage on two datasets
+    names both, and the pool is made by the very command the prior's was."""
+    import shutil
+
+    pool, more = tmp_path / "run" / "pool", tmp_path / "run" / "more"
+    shutil.copytree(reach_dataset, pool)
+    shutil.copytree(reach_dataset, more)
+    common = dict(batch_size=4, log_every=2, save_every=0, progress=False, stage="pretrain")
+    train_sft(SFTConfig(data=[pool], out=tmp_path / "s1", preset="debug", steps=4, **common))
+    evaluation = tmp_path / "eval"
+    evaluation.mkdir()
+    (evaluation / "eval.json").write_text(json.dumps({"episodes": 2, "success_rate": 0.5, "tasks": []}))
+    (evaluation / "eval.png").write_bytes(b"png")
+    log = _log(tmp_path / "l.log", [("00:00:10", 2), ("00:00:20", 4)])
+    pool_line = "svrl demos --suite pretrain --per-task 2"
+    more_line = "svrl demos --suite pretrain --tasks lift_can --per-task 2 --first-state 100"
+    both_datasets = ("--dataset", str(pool), pool_line, "--dataset", str(more), more_line)
+
+    def ship(stage: Path, out: Path, *data_args: str) -> None:
+        argv = ["ship_base.py", "--stage", str(stage), "--log", str(log), "--eval", str(evaluation),
+                "--eval-command", "svrl eval", "--out", str(out), *data_args]  # fmt: skip
+        monkeypatch.setattr(sys, "argv", argv)
+        _ship_base().main()
+
+    first = tmp_path / "models" / "base-a"
+    ship(tmp_path / "s1", first, "--pool-command", pool_line, "--machine", "machine A")
+    train_sft(SFTConfig(data=[pool, more], out=tmp_path / "s2", init=first, steps=4, **common))
+    with pytest.raises(SystemExit, match="name that base with --prior"):
+        ship(tmp_path / "s2", tmp_path / "x", "--dataset", str(pool), pool_line, "--dataset", str(more), "m")
+    with pytest.raises(SystemExit, match=r"trained on .*more.* name it with --dataset"):
+        ship(tmp_path / "s2", tmp_path / "x", "--prior", str(first), "--dataset", str(pool), pool_line)
+    with pytest.raises(SystemExit, match="must be made as the prior's was"):
+        ship(tmp_path / "s2", tmp_path / "x", "--prior", str(first), "--dataset", str(pool), "svrl demos other",
+             "--dataset", str(more), "m")  # fmt: skip
+    with pytest.raises(SystemExit, match="not a base this script shipped"):
+        ship(tmp_path / "s2", tmp_path / "x", "--prior", str(tmp_path / "s1"), *both_datasets)
+    shutil.copytree(first, tmp_path / "models" / "copy")
+    with pytest.raises(SystemExit, match="but the first --stage started from"):
+        ship(tmp_path / "s2", tmp_path / "x", "--prior", str(tmp_path / "models" / "copy"), *both_datasets)
+    assert not (tmp_path / "x").exists()
+
+    second = tmp_path / "models" / "base-b"
+    ship(tmp_path / "s2", second, "--prior", str(first), "--machine", "machine B",
+         "--dataset", str(pool), pool_line, "--dataset", str(more), more_line)  # fmt: skip
+    training = json.loads((second / "training.json").read_text())
+    assert training["commands"][:2] == [
+        f"{pool_line} --out runs/base/pool",
+        f"{more_line} --out runs/base/more",
+    ]
+    stage1, stage2 = (shlex.split(c) for c in training["commands"][2:])
+    assert stage1 == shlex.split(json.loads((first / "training.json").read_text())["commands"][1])
+    assert stage2[stage2.index("--data") + 1 : stage2.index("--init")] == ["runs/base/pool", "runs/base/more"]
+    assert stage2[stage2.index("--init") + 1] == "runs/base/stage1"
+    assert [s["machine"] for s in training["stages"]] == ["machine A", "machine B"]
+    assert [s["step"] for s in training["stages"]] == [4, 4]
+    card = (second / "README.md").read_text()
+    assert "| 2 | 4 | from stage 1, on 2 datasets |" in card and "machine B |" in card
+    assert file_sha256(second / "model.safetensors") == file_sha256(tmp_path / "s2" / "model.safetensors")

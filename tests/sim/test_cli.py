@@ -69,6 +69,36 @@ def test_demos_writes_a_lerobot_dataset(tmp_path: Path) -> None:
     assert episode["success"] and episode["task_name"].startswith("goal/")
 
 
+def test_demos_of_named_tasks_from_a_later_init_state(tmp_path: Path) -> None:
+    """--tasks records only the named tasks (short names too), --first-state starts past the states another
+    dataset of the same tasks used: the episode is the expert's from that state, not from state 0."""
+    import numpy as np
+
+    from svrl_sim.demos import record_episodes
+
+    dataset = pytest.importorskip("svrl_policy.dataset")
+    out = tmp_path / "more"
+    args = ("demos", "--suite", "pretrain", "--per-task", "1", "--image-size", "32", "--workers", "1")
+    result = _svrl(*args, "--out", str(out), "--tasks", "lift_can", "--first-state", "7")
+    assert result.returncode == 0, result.stderr
+    ds = dataset.LeRobotDataset(out)
+    assert ds.num_episodes == 1
+    episode = ds.episode(0)
+    assert episode["task_name"] == "pretrain/lift_can"
+    ((_, at_7),), ((_, at_0),) = (
+        record_episodes("pretrain/lift_can", "train", [i], 32, "ee_delta") for i in (7, 0)
+    )
+    assert at_7 is not None and at_0 is not None
+    np.testing.assert_allclose(episode["proprio"], at_7["proprio"], atol=1e-6)
+    assert episode["proprio"].shape != at_0["proprio"].shape or not np.allclose(
+        episode["proprio"], at_0["proprio"]
+    )
+
+    bad = _svrl(*args, "--out", str(tmp_path / "bad"), "--tasks", "spatial/pick_up_the_cube")
+    assert bad.returncode != 0 and "not a task of suite 'pretrain'" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+
+
 def test_bench_reports_json() -> None:
     result = _svrl("bench", "sim", "--json", "--steps", "15", "--image-size", "32", "--repeats", "1")
     assert result.returncode == 0, result.stderr
