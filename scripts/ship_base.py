@@ -44,16 +44,16 @@ LOG_LINE = re.compile(r"^(\S+ \S+),\d+ INFO svrl_trainer\.sft: step (\d+)/\d+ ")
 FLAGLESS = ("weight_decay", "min_lr_frac", "grad_clip")
 
 
-def stage_command(index: int, config: dict, step: int, data: list[str] | None = None) -> str:
+def stage_command(index: int, config: dict, step: int, data: list[str]) -> str:
     """The `svrl pretrain` line that reproduces a stage from its recorded parameters (paths made canonical:
-    `data` names the datasets, by default the one pool)."""
+    `data` are the card's names for its datasets)."""
     from svrl_trainer.sft import SFTConfig
 
     defaults = {f.name: f.default for f in dataclasses.fields(SFTConfig)}
     for name in FLAGLESS:
         if config[name] != defaults[name]:
             raise SystemExit(f"stage {index}: {name}={config[name]} has no CLI flag; the card cannot name it")
-    args = ["svrl", "pretrain", "--data", *(data or [POOL_DIR])]
+    args = ["svrl", "pretrain", "--data", *data]
     if config["init"]:
         args += ["--init", f"runs/base/stage{index - 1}"]
         if config.get("grow"):
@@ -218,18 +218,12 @@ def main() -> None:
         raise SystemExit(f"stage 1 starts from {init}: name that base with --prior")
     if prior is not None and (not init or Path(init).resolve() != args.prior.resolve()):
         raise SystemExit(f"--prior {args.prior}, but the first --stage started from {init}")
-    commands = []
-    for directory, line in names.values():
-        command = f"{line} --out {directory}"
-        if prior is not None and directory == POOL_DIR and command != prior["commands"][0]:
-            raise SystemExit(f"{directory} must be made as the prior's was: {prior['commands'][0]}")
-        commands.append(command)
-    first = len(prior["stages"]) + 1 if prior else 1
-    commands += [
+    data_commands = [f"{line} --out {directory}" for directory, line in names.values()]
+    stage_commands = [
         stage_command(
             i, s["config"], s["step"], [names[str(Path(d).resolve())][0] for d in s["config"]["data"]]
         )
-        for i, s in enumerate(new_states, start=first)
+        for i, s in enumerate(new_states, start=len(prior["stages"]) + 1 if prior else 1)
     ]
     times = [training_hours(log, s["step"]) for log, s in zip(args.log, new_states, strict=True)]
     stages = [
@@ -239,9 +233,14 @@ def main() -> None:
     ]  # fmt: skip
     if prior is not None:
         n = len(prior["stages"])
-        commands = [*dict.fromkeys(prior["commands"][: -n] + commands[: -len(new_states)]),
-                    *prior["commands"][-n:], *commands[-len(new_states):]]  # fmt: skip
+        prior_data, prior_stages = prior["commands"][:-n], prior["commands"][-n:]
+        pool = next((c for c in data_commands if c.endswith(f" --out {POOL_DIR}")), None)
+        if pool is not None and pool != prior_data[0]:
+            raise SystemExit(f"{POOL_DIR} must be made as the prior's was: {prior_data[0]}")
+        data_commands = list(dict.fromkeys(prior_data + data_commands))
+        stage_commands = prior_stages + stage_commands
         stages = [{"machine": args.prior_machine, **s} for s in prior["stages"]] + stages
+    commands = data_commands + stage_commands
 
     with atomic_directory(args.out) as tmp:
         for name in POLICY_FILES:
