@@ -136,8 +136,9 @@ def plot_table(combined: dict[str, Any], path: Path) -> None:
     ax.set_xticks(x, cols)
     ax.set_ylabel("held-out success (%)")
     ax.set_ylim(0, 105)
-    ax.set_title("data efficiency: 1 demo per task, then GRPO", fontsize=9)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("data efficiency: 1 demo per task, then GRPO", fontsize=9, pad=22)
+    # One row above the axes: inside them it covers the tallest bar's label, whichever suite that is.
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     fig.tight_layout()
     save_figure_atomic(fig, path)
 
