@@ -1,0 +1,8 @@
+#!/bin/bash
+# On/off: object GRPO from the same 1-demo SFT checkpoint as runs/bench13/object, ppo_epochs 2 instead of 1.
+cd /work/main
+git rev-parse HEAD > runs/bench15/object_ep2.commit
+.venv/bin/svrl train --config /work/main/svrl_trainer/configs/tiny.yaml --resume --set init_checkpoint=runs/bench13/object/sft_1demo --set out_dir=runs/bench15/object_ep2/grpo --set 'env.tasks=[object]' --set env.image_size=96 --set total_steps=10000 --set time_budget_minutes=30.0 --set eval.every=5 --set eval.episodes_per_task=10 --set checkpoint.every=5 --set rollout.runtime=onnx --set optim.lr=2e-4 --set optim.ppo_epochs=2
+last=$(ls -d runs/bench15/object_ep2/grpo/checkpoints/step_* | sort | tail -1)
+.venv/bin/svrl eval --ckpt $last/policy --tasks object --image-size 96 --episodes-per-task 50 --out runs/bench15/object_ep2/eval/grpo
+echo "rc=$?"; date
