@@ -179,6 +179,11 @@ class GraphProbe:
         with self.lock:
             return [s for s in self.trajectories if s.arrived_s >= t]
 
+    def states_heard(self) -> int:
+        """Sim joint states received so far: zero until the probe's subscription has matched."""
+        with self.lock:
+            return len(self.joint_states)
+
     def newest_state_ns(self) -> int | None:
         with self.lock:
             return self.joint_states[-1].stamp_ns if self.joint_states else None

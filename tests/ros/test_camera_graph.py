@@ -84,11 +84,6 @@ def _start_profile(group: ProcessGroup, folder: Path, overrides: list[str]) -> d
     return procs
 
 
-def _states_heard(probe: GraphProbe) -> int:
-    with probe.lock:
-        return len(probe.joint_states)
-
-
 class CameraTap:
     """Frames and camera_info of one camera, as the graph sees them."""
 
@@ -134,7 +129,7 @@ def test_recorded_realsense_streams_drive_the_learned_policy(graph_checkpoint: P
             # The probe must already hear the sim's joint states when the goal starts: the first chunk is
             # keyed by the newest state policy_server holds, which a probe still matching its publisher
             # never sees (seen once in a full run: a chunk at 2.3 s, the probe's first state at 2.9 s).
-            wait_until(lambda: _states_heard(probe) >= 5, 60, "the sim's joint states at the probe", log)
+            wait_until(lambda: probe.states_heard() >= 5, 60, "the sim's joint states at the probe", log)
             started = time.monotonic()
             handle = probe.send_goal(sim_instruction(0), GOAL_STEPS, log)
             assert handle.accepted
