@@ -99,7 +99,9 @@ class GraphProbe:
         self.chunks: list[tuple[float, Any]] = []
         self.diagnostics: list[tuple[float, dict[str, str], str]] = []
 
-        node.create_subscription(JointTrajectory, topics.ARM_TRAJECTORY, self._on_trajectory, 200)
+        self._trajectory_sub = node.create_subscription(
+            JointTrajectory, topics.ARM_TRAJECTORY, self._on_trajectory, 200
+        )
         node.create_subscription(Float64MultiArray, topics.GRIPPER_COMMANDS, self._on_gripper, 200)
         node.create_subscription(JointState, topics.JOINT_STATES, self._on_joint_states, 200)
         node.create_subscription(ActionChunk, topics.ACTION_CHUNK, self._on_chunk, 200)
@@ -207,8 +209,20 @@ class GraphProbe:
 
     # ------------------------------------------------------------------------------------ goals and services
     def wait_for_server(self, limit_s: float, log: Path | None = None) -> None:
+        """The action server is up *and* the probe hears the graph: a goal sent earlier can run its course
+        before the probe's subscriptions match (a full CI run saw an 80-step lock-step goal end in 1.05 s
+        without a single trajectory reaching the probe, then a wait for trajectories that never came)."""
+        deadline = time.monotonic() + limit_s
         if not self.action.wait_for_server(timeout_sec=limit_s):
             raise AssertionError(f"hang guard: the action server never came up{log_tail(log)}")
+        left = max(1.0, deadline - time.monotonic())
+        wait_until(
+            lambda: self._trajectory_sub.get_publisher_count() >= 1, left, "arm_controller matched", log
+        )
+        # Joint states come from sim_node alone (the probe's own forging publisher is silent until a test
+        # uses it); a lock-step sim re-sends its state every idle_republish_s (1 s) while nothing runs.
+        left = max(1.0, deadline - time.monotonic())
+        wait_until(lambda: self.states_heard() >= 1, left, "the sim's joint states at the probe", log)
 
     def send_goal(self, instruction: str, max_steps: int = 0, log: Path | None = None) -> Any:
         """The goal handle once the server decided (check `.accepted`)."""
