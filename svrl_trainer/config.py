@@ -117,7 +117,7 @@ class GrpoSection:
 @dataclass(frozen=True)
 class OptimSection:
     lr: float = 5e-6
-    """paper: 5e-6 (7B model); the tiny96 1-demo SFT policy: 2e-4 (configs/tiny.yaml says why)"""
+    """paper: 5e-6 (7B model); the tiny96 1-demo SFT policy: 1e-4 (configs/tiny.yaml says why)"""
     weight_decay: float = 0.0
     mini_batches: int = 4
     """optimizer steps per full batch (paper: 512 / 128 = 4); mini-batches never split a group"""
